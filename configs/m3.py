@@ -1,0 +1,12 @@
+"""DINA on mouse M3 of the natural-image set (paper Table 1, row M3).
+
+python -m dina_jax.main --config configs/m3.py --workdir workdirs/m3 --config.data.dir=/path/to/stringer
+"""
+
+from dina_jax.config import NATIMG_RECORDINGS, get_base_config
+
+
+def get_config():
+    config = get_base_config()
+    config.data.recording = NATIMG_RECORDINGS[2]
+    return config

@@ -1,0 +1,43 @@
+"""The smallest configuration that still has every part of the model; used by the tests.
+
+python -m dina_jax.main --config configs/tiny.py --workdir /tmp/tiny
+"""
+
+from dina_jax.config import get_base_config
+
+
+def get_config():
+    config = get_base_config()
+    config.data.source = "synthetic"
+    config.data.dir = ""
+    config.data.recording = "natimg2800_SIM0_2026-01-01.mat"
+    config.data.images = "images_natimg2800_all.mat"
+    config.data.n_spont_pcs = 4
+    config.data.synthetic.n_neurons = 48
+    config.data.synthetic.n_images = 160
+    config.model.image.channels = (8, 16)
+    config.model.image.stem_channels = 8
+    config.model.image.depths = (1, 1)
+    config.model.image.num_heads = (1, 2)
+    config.model.image.head_hidden = 8
+    config.model.neural.d_model = 8
+    config.model.neural.mlp_hidden = 32
+    config.model.neural.attention = "blockwise"
+    config.model.neural.block_size = 16
+    config.model.baseline.mlp_hidden = 32
+    config.model.baseline.vgg_widths = (8, 8, 16, 16, 16)
+    config.model.baseline.vit_dim = 16
+    config.model.baseline.vit_depth = 1
+    config.model.baseline.vit_heads = 2
+    config.train.batch_size = 16  # Divides by 8: runs unchanged on 1, 2, 4 or 8 devices.
+    config.train.num_epochs = 2
+    config.train.log_every = 1
+    config.train.checkpoint_every_steps = 4
+    config.optim.image.warmup_epochs = 0.5
+    config.optim.neural.warmup_epochs = 0.5
+    config.eval.batch_size = 16
+    config.analysis.n_images = 2
+    config.analysis.occlusion_stride = 8
+    config.analysis.ablation_random_draws = 2
+    config.analysis.attention_samples = 2
+    return config

@@ -1,0 +1,1 @@
+"""DINA: Dual-Tower Image-Neural Alignment in JAX/Flax."""

@@ -1,0 +1,149 @@
+"""The base configuration of every experiment, with the paper's values as defaults.
+
+Every file in ``configs/`` starts from :func:`get_base_config` and overrides a few fields, so a
+number lives in exactly one place. Each field carries a comment with its meaning and, where the
+paper gives it, the section it comes from. Fields the paper leaves open say so; the decision is
+recorded in ``docs/decisions.md``.
+
+Sections: ``data``, ``model`` (``image``, ``neural``, ``baseline``), ``loss``, ``optim``
+(``image``, ``neural``), ``train``, ``eval``, ``analysis``.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+# Names of the four natural-image recordings of the public release used as M1..M4 (the paper does
+# not say which four it used; we take the first four natural-image recordings of the release).
+NATIMG_RECORDINGS = (
+    "natimg2800_M160825_MP027_2016-12-14.mat",
+    "natimg2800_M161025_MP030_2017-05-29.mat",
+    "natimg2800_M170604_MP031_2017-06-28.mat",
+    "natimg2800_M170714_MP032_2017-08-07.mat",
+)
+NATIMG_IMAGES = "images_natimg2800_all.mat"
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+    """Returns the paper-default configuration (DINA on one real natural-image recording)."""
+    config = ml_collections.ConfigDict()
+    config.seed = 0  # Every random choice (split, init, shuffling, analyses) flows from this.
+
+    # ----------------------------------------------------------------------------- data (Sec. 4.1)
+    config.data = data = ml_collections.ConfigDict()
+    data.source = "files"  # "files": the user's .mat files; "synthetic": our simulated V1.
+    data.dir = "data"  # Folder holding the recording and images files.
+    data.recording = NATIMG_RECORDINGS[0]  # File name of the recording inside data.dir.
+    data.images = NATIMG_IMAGES  # File name of the images file inside data.dir.
+    data.n_spont_pcs = 32  # Spontaneous PCs projected out of the responses (Stringer et al. 2019).
+    data.drop_redcells = True  # Discard GAD+ (red) neurons, as the authors do.
+    data.test_fraction = 0.1  # Held-out test images: 280 of 2,800 (Sec. 3.3).
+    data.val_fraction = 0.1  # Of the remaining images, the validation split for early stopping.
+    data.cache_dir = ""  # Preprocessed-recording cache; "" means <workdir>/../dina_cache.
+    # The simulated dataset, used when source == "synthetic" (generated on first use).
+    data.synthetic = ml_collections.ConfigDict()
+    data.synthetic.n_neurons = 2000  # Simulated neurons per mouse.
+    data.synthetic.n_images = 2800  # Images, as in the natimg2800 set.
+    data.synthetic.n_mice = 1  # Simulated mice (recordings) written.
+    data.synthetic.mouse = 0  # Which simulated mouse this run trains on.
+    data.synthetic.stimset = "natimg2800"  # "natimg2800", "white" or "8D".
+    data.synthetic.format = "v5"  # MATLAB file format written: "v5" or "v73".
+    data.synthetic.seed = 0  # Seed of the simulator (independent of config.seed).
+
+    # ---------------------------------------------------------------------------- model (Sec. 3)
+    config.model = model = ml_collections.ConfigDict()
+    model.name = "dina"  # "dina", "vgg16_mlp" or "vit_mlp" (Table 1).
+    model.dtype = "float32"  # Compute dtype: "float32" or "bfloat16" (params stay float32).
+    model.pretrained_path = ""  # Optional local .npz / orbax weights of the image encoder.
+    model.latent_hw = (16, 64)  # Feature-map grid of both towers: 1 x 16 x 64 (Sec. 3.1).
+
+    model.image = image = ml_collections.ConfigDict()  # DS-Net-style image tower (Sec. 3.1).
+    image.input_hw = (68, 270)  # Stimulus size in pixels (Sec. 4.1).
+    image.resize_hw = (64, 256)  # Resized inside the model so two stride-2 stages give 16 x 64.
+    image.stem_channels = 64  # Stem conv (stride 2) output channels = stage-1 width.
+    image.channels = (64, 128)  # C of stage 1 and stage 2 (Sec. 3.1).
+    image.depths = (3, 4)  # Dual-stream blocks per stage (Sec. 3.1).
+    image.num_heads = (2, 4)  # Attention heads of the global stream / co-attention per stage.
+    image.global_pool = 8  # Global stream pools the stage grid by this factor (DESIGN.md).
+    image.mlp_ratio = 4  # Hidden width of the block MLP relative to C (DS-Net).
+    image.head_hidden = 64  # Hidden width of the per-pixel MLP head 128 -> hidden -> 1.
+
+    model.neural = neural = ml_collections.ConfigDict()  # Neural tower (Sec. 3.2).
+    neural.d_model = 32  # Neuron embedding width d_model (Eq. 4).
+    neural.mlp_hidden = 1024  # Hidden width of the readout MLP N -> hidden -> 1024.
+    # Population attention: "auto" (cuDNN flash on GPU when it applies, else blockwise),
+    # "blockwise" (O(N) memory online softmax), "materialized" (plain N x N), "cudnn".
+    neural.attention = "auto"
+    neural.block_size = 512  # Query/key block of the blockwise attention.
+
+    model.baseline = baseline = ml_collections.ConfigDict()  # VGG16-MLP / ViT-MLP (Table 1).
+    baseline.mlp_hidden = 1024  # Hidden width of the MLP neural readout N -> hidden -> 1024.
+    baseline.vgg_widths = (64, 128, 256, 512, 512)  # VGG-16 block widths.
+    baseline.vit_patch = (4, 4)  # ViT patch size on the resized 64 x 256 input (16 x 64 tokens).
+    baseline.vit_dim = 192  # ViT token width.
+    baseline.vit_depth = 6  # ViT encoder blocks.
+    baseline.vit_heads = 3  # ViT attention heads.
+
+    # ----------------------------------------------------------------------------- loss (Sec. 3.3)
+    config.loss = ml_collections.ConfigDict()
+    config.loss.temperature = 0.01  # Fixed InfoNCE temperature (Sec. 3.3).
+
+    # ------------------------------------------------------------------------ optimizer (Sec. 3.3)
+    # The paper names the optimizers but gives no learning rates; see docs/decisions.md.
+    config.optim = optim = ml_collections.ConfigDict()
+    optim.image = ml_collections.ConfigDict()  # AdamW on the image tower.
+    optim.image.learning_rate = 1e-4  # Peak learning rate after warmup.
+    optim.image.weight_decay = 0.05  # Decoupled weight decay.
+    optim.image.b1 = 0.9  # Adam beta1.
+    optim.image.b2 = 0.999  # Adam beta2.
+    optim.image.warmup_epochs = 2.0  # Linear warmup length, then cosine decay to end_factor.
+    optim.image.end_factor = 0.01  # Final learning rate as a fraction of the peak.
+    optim.image.clip_norm = 1.0  # Global gradient-norm clipping of this tower (0 disables).
+    optim.neural = ml_collections.ConfigDict()  # RMSprop on the neural tower.
+    optim.neural.learning_rate = 1e-5  # Peak learning rate (1e-4 makes the loss jump at T=0.01).
+    optim.neural.decay = 0.9  # RMSprop squared-gradient decay.
+    optim.neural.eps = 1e-8  # RMSprop epsilon.
+    optim.neural.momentum = 0.0  # RMSprop momentum.
+    optim.neural.warmup_epochs = 2.0  # Linear warmup length, then cosine decay.
+    optim.neural.end_factor = 0.01  # Final learning rate as a fraction of the peak.
+    optim.neural.clip_norm = 1.0  # Global gradient-norm clipping of this tower (0 disables).
+
+    # ----------------------------------------------------------------------------- train (Sec. 3.3)
+    config.train = train = ml_collections.ConfigDict()
+    train.batch_size = 128  # Global batch (all devices together), Sec. 3.3.
+    train.num_epochs = 100  # Fixed epoch budget.
+    train.patience = 15  # Early stopping: epochs without a better validation loss.
+    train.log_every = 10  # Log training metrics every this many steps (step 1 included).
+    train.checkpoint_every_steps = 50  # Also save `latest` this often inside an epoch (resume).
+    train.distributed = False  # Call jax.distributed.initialize() (multi-host TPU/GPU).
+
+    # ------------------------------------------------------------------- evaluation (Sec. 4.2–4.3)
+    config.eval = ev = ml_collections.ConfigDict()
+    ev.topk = (1, 5, 10)  # Retrieval accuracies reported (Table 1).
+    ev.batch_size = 128  # Encoding batch for evaluation.
+    ev.lpips_weights = ""  # Local LPIPS weights file; "" reports "weights not provided".
+    ev.ssim_win_size = 7  # SSIM window between paired feature maps (Sec. 4.3).
+    ev.n_example_stimuli = 6  # Stimuli shown in the Fig. 4a / A.2 / Fig. 3 panels.
+    ev.ridge_alphas = (1e-1, 1.0, 1e1, 1e2, 1e3, 1e4, 1e5)  # Linear baseline regularization grid.
+    ev.ridge_n_pcs = 100  # Linear baseline: pixel PCs of the images it predicts.
+
+    # ------------------------------------------------------------------ analyses (Sec. 4.4–4.5, A)
+    config.analysis = an = ml_collections.ConfigDict()
+    an.n_images = 280  # Test stimuli analysed (all of them by default).
+    an.occlusion_sigma = 4.0  # Gaussian occluder sigma in pixels (App. A.1).
+    an.occlusion_stride = 2  # Grid stride of occlusion centres (App. A.1).
+    an.occlusion_alpha = 1.0  # Occlusion strength alpha (Eq. 11).
+    an.occlusion_measure = "ssim"  # "ssim" (Eq. 13, used in Sec. 4.4) or "cos" (Eq. 12).
+    an.occlusion_ssim_window = 3  # SSIM window on the feature maps (App. A.1).
+    an.occlusion_repeats = 5  # N = 5 repeats; a deterministic model is evaluated once.
+    an.occlusion_batch = 256  # Occluded images per compiled batch (memory).
+    an.blob_threshold = 0.6  # Blob iso-level of the normalized RF map (Eq. 16).
+    an.tex_alpha = 1.0  # Tex(T) sensitivity alpha (Eq. 20); the paper gives none.
+    an.orientation = "axial"  # Eq. 18 on e^{2i theta} ("axial") or literal e^{i theta}.
+    # Neuron subset sizes as fractions of the population (Fig. 6a).
+    an.ablation_fractions = (0.01, 0.02, 0.05, 0.08, 0.1, 0.12, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0)
+    an.ablation_random_draws = 10  # Random subsets per size (Sec. 4.5).
+    an.ablation_ssim_target = 0.9  # SSIM the subsets must reach (Sec. 4.5).
+    an.attention_bins = 200  # Log-spaced histogram bins of attention scores (Fig. 6b).
+    an.attention_samples = 32  # Test stimuli whose attention maps are streamed (Fig. 6b).
+    return config

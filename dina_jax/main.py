@@ -1,0 +1,116 @@
+"""Command-line entry point: ``python -m dina_jax.main --config configs/<name>.py --workdir DIR``.
+
+Modes (``--mode``):
+  data      load (or simulate) the data, preprocess, print a summary; no training.
+  train     train (resuming from DIR if it holds a checkpoint), then evaluate the best checkpoint.
+  evaluate  evaluate the best checkpoint of DIR (retrieval, baselines, figures) without training.
+  analyze   run the interpretability analyses (Fig. 5-6) on the best checkpoint of DIR.
+  all       data summary, train, evaluate, analyze (the default).
+
+Any config field can be overridden, e.g. ``--config.data.n_spont_pcs=0`` or
+``--config.data.dir=/path/to/stringer``. The resolved config is written to ``DIR/config.json``.
+Bad input (unknown config key, missing or corrupt data file) is reported in one line with exit
+code 2. The heavy lifting lives in library functions (``train.train_and_evaluate``,
+``evaluate.evaluate``, ``analysis.run.analyze``) that notebooks call directly.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+MODES = ("data", "train", "evaluate", "analyze", "all")
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Path to a config file in configs/ (see its docstring).", lock_config=True
+)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and figures.")
+_MODE = flags.DEFINE_enum("mode", "all", MODES, "What to run.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+USAGE_ERROR = 2
+
+
+def _fail(message: str) -> None:
+    """Prints a one-line error and exits with the usage-error code."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(USAGE_ERROR)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """Parses flags, turning every config or flag problem into a one-line error (exit 2)."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as error:
+        _fail(str(error).splitlines()[0])
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
+        # ml_collections reports an unknown override key as AttributeError("'name'").
+        bad = [a for a in argv[1:] if a.startswith("--config.")]
+        detail = str(error).strip("\"'")
+        _fail(f"bad config override {' '.join(bad) or ''}: {detail} (unknown key or wrong type)")
+    return []
+
+
+def write_config(config, workdir: str) -> str:
+    """Writes the resolved config to ``workdir/config.json`` atomically and returns the path."""
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, "config.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+        f.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def run(config, workdir: str, mode: str = "all") -> dict:
+    """Runs ``mode`` on ``config`` in ``workdir`` (what a notebook calls instead of the CLI)."""
+    from dina_jax.data import pipeline
+
+    results: dict = {}
+    write_config(config, workdir)
+    if mode in ("data", "all"):
+        dataset = pipeline.load_dataset(config, workdir=workdir)
+        print(pipeline.summarize(dataset), flush=True)
+    if mode in ("train", "all"):
+        from dina_jax import train
+
+        results["train"] = train.train_and_evaluate(config, workdir)
+    elif mode == "evaluate":
+        from dina_jax import evaluate
+
+        results["evaluate"] = evaluate.evaluate(config, workdir)
+    if mode in ("analyze", "all"):
+        from dina_jax.analysis import run as analysis_run
+
+        results["analyze"] = analysis_run.analyze(config, workdir)
+    return results
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        config = _CONFIG.value
+        config.seed  # noqa: B018 - a config file that failed to load raises only on first access
+    except Exception as error:  # noqa: BLE001 - any problem loading the file is a usage error
+        reason = [line.strip() for line in str(error).splitlines() if line.strip()][-1]
+        _fail(f"cannot load config {flags.FLAGS['config'].config_filename}: {reason}")
+    import jax
+
+    from dina_jax.data.stringer import DataError
+
+    logging.info("JAX devices: %s", jax.devices())
+    try:
+        run(config, _WORKDIR.value, _MODE.value)
+    except DataError as error:
+        _fail(str(error))
+    except FileNotFoundError as error:
+        _fail(f"{error.filename}: {error.strerror}")
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=_parse_flags)
