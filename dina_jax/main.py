@@ -103,7 +103,11 @@ def main(argv: list[str]) -> None:
 
     from dina_jax.data.stringer import DataError
 
-    logging.info("JAX devices: %s", jax.devices())
+    if not flags.FLAGS["verbosity"].present:
+        # Keep stderr for warnings and errors (a bad input must read as one line); progress goes
+        # to stdout and tqdm. --verbosity=0 brings absl/JAX INFO logs back.
+        logging.set_verbosity(logging.WARNING)
+    print(f"JAX {jax.__version__} devices: {jax.devices()}", flush=True)
     try:
         run(config, _WORKDIR.value, _MODE.value)
     except DataError as error:
