@@ -15,6 +15,7 @@ def get_config():
     config.data.n_spont_pcs = 4
     config.data.synthetic.n_neurons = 48
     config.data.synthetic.n_images = 160
+    config.data.synthetic.gain_scale = 4.0  # 44 neurons need a strong signal to decode anything.
     config.model.image.channels = (8, 16)
     config.model.image.stem_channels = 8
     config.model.image.depths = (1, 1)
