@@ -1,0 +1,167 @@
+"""The neural tower: population responses -> a 16 x 64 latent feature map (paper Sec. 3.2).
+
+    e_i = r_i w_i^emb                                    (Eq. 4–5)   (B, N) -> (B, N, d)
+    Q, K, V = R^emb W_Q, R^emb W_K, R^emb W_V            (Eq. 6)     (B, N, d) each
+    R^atten = softmax(Q K^T / sqrt(d_model)) V           (Eq. 7)     (B, N, d)
+    u_i = w_i^agg . r_i^atten                            (Eq. 8–9)   (B, N)
+    z = MLP(u) reshaped to 16 x 64                       (Sec. 3.2)  (B, 16, 64)
+
+Decisions where the paper is silent (also in docs/decisions.md):
+- Eq. 6–7 are implemented literally: W_Q, W_K, W_V are d x d without bias, one head with scale
+  1 / sqrt(d_model), no output projection, no residual and no normalization around the attention.
+  ``num_heads`` > 1 splits d into heads (scale 1 / sqrt(d / heads)); the default is the paper's 1.
+- Initialization: w^emb ~ N(0, 1) (e_i has the scale of r_i, like a token embedding);
+  w^agg ~ N(0, 1/d) (u_i has the scale of one coordinate of r^atten); W_Q/K/V and the MLP use
+  LeCun-normal kernels and zero biases.
+- The readout MLP is Dense(N -> mlp_hidden) -> GELU -> Dense(mlp_hidden -> 16 * 64); the output is
+  the raw (un-normalized) feature map.
+- ``neuron_mask`` (N,) or (B, N), 1 = keep: an excluded neuron is removed as a key/value of the
+  attention (it receives no probability mass) and its u_i is zeroed, so its row of the first MLP
+  layer receives nothing. The output then equals that of a model built without the neuron (its
+  rows of w^emb, w^agg and of the first MLP kernel deleted); tests/test_models.py checks this.
+  The mask may be a traced array, so ``jax.vmap`` over masks compiles once (Fig. 6a ablation).
+- The population attention runs through :func:`dina_jax.models.attention.dot_product_attention`
+  with the implementation of ``config.model.neural.attention`` (blockwise: O(N) memory).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from dina_jax.models import attention as attention_lib
+
+
+class NeuralTower(nn.Module):
+    """Per-neuron embedding, population self-attention, per-neuron aggregation, MLP readout.
+
+    Attributes:
+      n_neurons: N, the number of recorded neurons (fixes the parameter shapes).
+      d_model: embedding width d_model (Eq. 4; paper default 32).
+      num_heads: attention heads; the paper's Eq. 7 is a single head.
+      mlp_hidden: hidden width of the readout MLP.
+      latent_hw: (16, 64), the feature-map grid shared with the image tower.
+      attention: attention implementation ("auto", "blockwise", "materialized", "cudnn").
+      block_size: query/key block of the blockwise attention.
+      dtype: compute dtype; param_dtype: parameter dtype.
+    """
+
+    n_neurons: int
+    d_model: int = 32
+    num_heads: int = 1
+    mlp_hidden: int = 1024
+    latent_hw: tuple[int, int] = (16, 64)
+    attention: str = "auto"
+    block_size: int = 512
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    def setup(self):
+        if self.d_model % self.num_heads:
+            raise ValueError(f"d_model {self.d_model} is not divisible by {self.num_heads} heads")
+        shape = (self.n_neurons, self.d_model)
+        self.embedding = self.param(
+            "embedding", nn.initializers.normal(stddev=1.0), shape, self.param_dtype
+        )
+        self.aggregation = self.param(
+            "aggregation",
+            nn.initializers.normal(stddev=1.0 / math.sqrt(self.d_model)),
+            shape,
+            self.param_dtype,
+        )
+        dense = {"use_bias": False, "dtype": self.dtype, "param_dtype": self.param_dtype}
+        self.query = nn.Dense(self.d_model, **dense)
+        self.key = nn.Dense(self.d_model, **dense)
+        self.value = nn.Dense(self.d_model, **dense)
+        self.mlp_hidden_layer = nn.Dense(
+            self.mlp_hidden, dtype=self.dtype, param_dtype=self.param_dtype
+        )
+        self.mlp_out_layer = nn.Dense(
+            self.latent_hw[0] * self.latent_hw[1], dtype=self.dtype, param_dtype=self.param_dtype
+        )
+
+    def _embed(self, responses: jax.Array) -> jax.Array:
+        """Eq. 4–5: (B, N) -> (B, N, d)."""
+        if responses.ndim != 2 or responses.shape[1] != self.n_neurons:
+            raise ValueError(
+                f"responses must be (B, {self.n_neurons}); got {tuple(responses.shape)}"
+            )
+        responses = responses.astype(self.dtype)
+        return responses[:, :, None] * self.embedding.astype(self.dtype)[None]
+
+    def _heads(self, x: jax.Array) -> jax.Array:
+        """(B, N, d) -> (B, N, H, d / H)."""
+        return x.reshape(x.shape[:2] + (self.num_heads, self.d_model // self.num_heads))
+
+    def _keep(self, neuron_mask, batch: int) -> jax.Array:
+        """neuron_mask (N,) | (B, N) | None -> (B, N) bool."""
+        if neuron_mask is None:
+            return jnp.ones((batch, self.n_neurons), dtype=bool)
+        neuron_mask = jnp.asarray(neuron_mask)
+        if neuron_mask.shape not in ((self.n_neurons,), (batch, self.n_neurons)):
+            raise ValueError(
+                f"neuron_mask must be ({self.n_neurons},) or ({batch}, {self.n_neurons}); "
+                f"got {tuple(neuron_mask.shape)}"
+            )
+        return jnp.broadcast_to(neuron_mask != 0, (batch, self.n_neurons))
+
+    @property
+    def scale(self) -> float:
+        """Logit scale of Eq. 7: 1 / sqrt(d_model) (per head: 1 / sqrt(d_model / heads))."""
+        return 1.0 / math.sqrt(self.d_model // self.num_heads)
+
+    def attention_qk(self, responses: jax.Array, neuron_mask=None):
+        """Scaled queries and keys of Eq. 7, for streaming the attention scores (Fig. 6b).
+
+        Args:
+          responses: (B, N).
+          neuron_mask: (N,) or (B, N) or None.
+
+        Returns:
+          q (B, N, H, D) already multiplied by the logit scale, so that softmax(q k^T) over the kept
+          keys are the attention probabilities; k (B, N, H, D); key_mask (B, N) bool.
+        """
+        embedded = self._embed(responses)
+        q = self._heads(self.query(embedded)) * self.scale
+        k = self._heads(self.key(embedded))
+        return q, k, self._keep(neuron_mask, responses.shape[0])
+
+    def __call__(self, responses: jax.Array, neuron_mask=None, train: bool = False) -> jax.Array:
+        """Eq. 4–9 and the readout MLP.
+
+        Args:
+          responses: (B, N) stimulus-averaged population responses.
+          neuron_mask: optional (N,) or (B, N) bool/float, 1 = keep.
+          train: unused (no dropout, no batch statistics); kept for a uniform signature.
+
+        Returns:
+          (B, 16, 64) raw neural feature map in ``dtype``.
+        """
+        del train
+        batch = responses.shape[0]
+        keep = self._keep(neuron_mask, batch)  # (B, N)
+        embedded = self._embed(responses)  # (B, N) -> (B, N, d)
+        q = self._heads(self.query(embedded))  # (B, N, H, d/H)
+        k = self._heads(self.key(embedded))
+        v = self._heads(self.value(embedded))
+        attended = attention_lib.dot_product_attention(
+            q,
+            k,
+            v,
+            key_mask=None if neuron_mask is None else keep,  # None: no masking work at all
+            implementation=self.attention,
+            block_size=self.block_size,
+            scale=self.scale,
+        )  # (B, N, H, d/H)
+        attended = attended.reshape(batch, self.n_neurons, self.d_model)  # (B, N, d)
+        aggregated = jnp.einsum(
+            "bnd,nd->bn", attended, self.aggregation.astype(self.dtype)
+        )  # Eq. 8: (B, N, d) -> (B, N)
+        aggregated = jnp.where(keep, aggregated, 0.0)
+        hidden = nn.gelu(self.mlp_hidden_layer(aggregated))  # (B, N) -> (B, hidden)
+        latent = self.mlp_out_layer(hidden)  # (B, hidden) -> (B, 16 * 64)
+        return latent.reshape((batch,) + tuple(self.latent_hw))
