@@ -21,12 +21,17 @@ def get_config():
     config.model.image.depths = (1, 1)
     config.model.image.num_heads = (1, 2)
     config.model.image.head_hidden = 8
+    config.model.image.mlp_ratio = 2
+    config.model.image.attention = "materialized"  # Compiles faster; blockwise is tested apart.
     config.model.neural.d_model = 8
     config.model.neural.mlp_hidden = 32
     config.model.neural.attention = "blockwise"
     config.model.neural.block_size = 16
     config.model.baseline.mlp_hidden = 32
     config.model.baseline.vgg_widths = (8, 8, 16, 16, 16)
+    config.model.baseline.vgg_depths = (1, 1, 1, 1, 1)
+    config.model.baseline.head_hidden = 8
+    config.model.baseline.vit_attention = "materialized"
     config.model.baseline.vit_dim = 16
     config.model.baseline.vit_depth = 1
     config.model.baseline.vit_heads = 2

@@ -23,6 +23,25 @@ NATIMG_RECORDINGS = (
 )
 NATIMG_IMAGES = "images_natimg2800_all.mat"
 
+# Whitened-image recordings (paper Sec. 4.1/4.3: "two mice viewing whitened images"). The release
+# has four natimg2800_white recordings, all shown the images file below (name confirmed by the
+# release's data description). The two recording names are UNCONFIRMED best guesses (the file list
+# could not be checked offline): check the figshare list, override --config.data.recording.
+WHITE_RECORDINGS = (
+    "natimg2800_white_M170604_MP031_2017-06-29.mat",
+    "natimg2800_white_M170714_MP032_2017-08-08.mat",
+)
+WHITE_IMAGES = "images_natimg2800_white_all.mat"
+
+# Low-dimensional (8D) recordings (paper: "two mice viewing low-dimensional (8D) images"); names
+# confirmed from public code that uses the release. The paper does not say which two of the six
+# it used: we take two different mice. Each 8D recording has its own images file.
+EIGHT_D_RECORDINGS = (
+    "natimg2800_8D_M170604_MP031_2017-07-02.mat",
+    "natimg2800_8D_M170717_MP033_2017-08-22.mat",
+)
+EIGHT_D_IMAGES = tuple("images_" + name for name in EIGHT_D_RECORDINGS)
+
 
 def get_base_config() -> ml_collections.ConfigDict:
     """Returns the paper-default configuration (DINA on one real natural-image recording)."""
@@ -33,14 +52,17 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.data = data = ml_collections.ConfigDict()
     data.source = "files"  # "files": the user's .mat files; "synthetic": our simulated V1.
     data.dir = "data"  # Folder holding the recording and images files.
-    data.recording = NATIMG_RECORDINGS[0]  # File name of the recording inside data.dir.
-    data.images = NATIMG_IMAGES  # File name of the images file inside data.dir.
+    data.recording = NATIMG_RECORDINGS[0]  # Recording file in data.dir (source "files").
+    data.images = NATIMG_IMAGES  # Images file in data.dir (source "files").
     data.n_spont_pcs = 32  # Spontaneous PCs projected out of the responses (Stringer et al. 2019).
     data.drop_redcells = True  # Discard GAD+ (red) neurons, as the authors do.
     data.test_fraction = 0.1  # Held-out test images: 280 of 2,800 (Sec. 3.3).
     data.val_fraction = 0.1  # Of the remaining images, the validation split for early stopping.
-    data.cache_dir = ""  # Preprocessed-recording cache; "" means <workdir>/../dina_cache.
-    # The simulated dataset, used when source == "synthetic" (generated on first use).
+    # Cache of preprocessed recordings and generated simulated data; "" means
+    # <workdir>/../dina_cache, or ~/.cache/dina_jax when there is no workdir.
+    data.cache_dir = ""
+    # The simulated dataset, used when source == "synthetic" (generated on first use; its file
+    # names follow stimset and mouse, see dina_jax/data/synthetic.py).
     data.synthetic = ml_collections.ConfigDict()
     data.synthetic.n_neurons = 2000  # Simulated neurons per mouse.
     data.synthetic.n_images = 2800  # Images, as in the natimg2800 set.
@@ -49,12 +71,13 @@ def get_base_config() -> ml_collections.ConfigDict:
     data.synthetic.stimset = "natimg2800"  # "natimg2800", "white" or "8D".
     data.synthetic.format = "v5"  # MATLAB file format written: "v5" or "v73".
     data.synthetic.seed = 0  # Seed of the simulator (independent of config.seed).
+    data.synthetic.gain_scale = 1.0  # Multiplies every simulated gain (> 1: stronger signal).
 
     # ---------------------------------------------------------------------------- model (Sec. 3)
     config.model = model = ml_collections.ConfigDict()
     model.name = "dina"  # "dina", "vgg16_mlp" or "vit_mlp" (Table 1).
     model.dtype = "float32"  # Compute dtype: "float32" or "bfloat16" (params stay float32).
-    model.pretrained_path = ""  # Optional local .npz / orbax weights of the image encoder.
+    model.pretrained_path = ""  # Optional local .npz of image-encoder weights (load_pretrained).
     model.latent_hw = (16, 64)  # Feature-map grid of both towers: 1 x 16 x 64 (Sec. 3.1).
 
     model.image = image = ml_collections.ConfigDict()  # DS-Net-style image tower (Sec. 3.1).
@@ -67,22 +90,32 @@ def get_base_config() -> ml_collections.ConfigDict:
     image.global_pool = 8  # Global stream pools the stage grid by this factor (DESIGN.md).
     image.mlp_ratio = 4  # Hidden width of the block MLP relative to C (DS-Net).
     image.head_hidden = 64  # Hidden width of the per-pixel MLP head 128 -> hidden -> 1.
+    image.stem_kernel = 3  # Kernel of the stride-2 stem conv (our choice: overlapping conv stem).
+    image.merge_kernel = 2  # Kernel of the stride-2 patch-merging conv (DS-Net patch embedding).
+    image.local_kernel = 3  # Depth-wise conv of the local stream, 3 x 3 (Eq. 1).
+    image.attention = "auto"  # Global-stream and co-attention implementation (as neural.attention).
 
     model.neural = neural = ml_collections.ConfigDict()  # Neural tower (Sec. 3.2).
     neural.d_model = 32  # Neuron embedding width d_model (Eq. 4).
     neural.mlp_hidden = 1024  # Hidden width of the readout MLP N -> hidden -> 1024.
+    neural.num_heads = 1  # Heads of the population attention; Eq. 7 is a single head.
     # Population attention: "auto" (cuDNN flash on GPU when it applies, else blockwise),
     # "blockwise" (O(N) memory online softmax), "materialized" (plain N x N), "cudnn".
     neural.attention = "auto"
-    neural.block_size = 512  # Query/key block of the blockwise attention.
+    neural.block_size = 512  # Max query/key block of the blockwise attention (all towers).
 
     model.baseline = baseline = ml_collections.ConfigDict()  # VGG16-MLP / ViT-MLP (Table 1).
     baseline.mlp_hidden = 1024  # Hidden width of the MLP neural readout N -> hidden -> 1024.
     baseline.vgg_widths = (64, 128, 256, 512, 512)  # VGG-16 block widths.
+    baseline.vgg_depths = (2, 2, 3, 3, 3)  # VGG-16 convolutions per block (13 in all).
+    baseline.vgg_pooled_blocks = 2  # Max-pool after the first 2 blocks only: 64 x 256 -> 16 x 64.
+    baseline.head_hidden = 64  # Hidden width of the baselines' per-pixel head C -> hidden -> 1.
     baseline.vit_patch = (4, 4)  # ViT patch size on the resized 64 x 256 input (16 x 64 tokens).
     baseline.vit_dim = 192  # ViT token width.
     baseline.vit_depth = 6  # ViT encoder blocks.
     baseline.vit_heads = 3  # ViT attention heads.
+    baseline.vit_mlp_ratio = 4  # ViT MLP hidden width relative to vit_dim.
+    baseline.vit_attention = "auto"  # ViT attention implementation (as neural.attention).
 
     # ----------------------------------------------------------------------------- loss (Sec. 3.3)
     config.loss = ml_collections.ConfigDict()
@@ -96,13 +129,15 @@ def get_base_config() -> ml_collections.ConfigDict:
     optim.image.weight_decay = 0.05  # Decoupled weight decay.
     optim.image.b1 = 0.9  # Adam beta1.
     optim.image.b2 = 0.999  # Adam beta2.
+    optim.image.eps = 1e-8  # Adam epsilon (added outside the square root, as in PyTorch).
     optim.image.warmup_epochs = 2.0  # Linear warmup length, then cosine decay to end_factor.
     optim.image.end_factor = 0.01  # Final learning rate as a fraction of the peak.
     optim.image.clip_norm = 1.0  # Global gradient-norm clipping of this tower (0 disables).
     optim.neural = ml_collections.ConfigDict()  # RMSprop on the neural tower.
     optim.neural.learning_rate = 1e-5  # Peak learning rate (1e-4 makes the loss jump at T=0.01).
-    optim.neural.decay = 0.9  # RMSprop squared-gradient decay.
+    optim.neural.decay = 0.99  # RMSprop squared-gradient decay (PyTorch's default alpha).
     optim.neural.eps = 1e-8  # RMSprop epsilon.
+    optim.neural.eps_in_sqrt = False  # False: g / (sqrt(nu) + eps), as PyTorch's RMSprop.
     optim.neural.momentum = 0.0  # RMSprop momentum.
     optim.neural.warmup_epochs = 2.0  # Linear warmup length, then cosine decay.
     optim.neural.end_factor = 0.01  # Final learning rate as a fraction of the peak.
@@ -116,6 +151,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     train.log_every = 10  # Log training metrics every this many steps (step 1 included).
     train.checkpoint_every_steps = 50  # Also save `latest` this often inside an epoch (resume).
     train.distributed = False  # Call jax.distributed.initialize() (multi-host TPU/GPU).
+    train.evaluate_at_end = True  # Run evaluate.evaluate on the best checkpoint after training.
 
     # ------------------------------------------------------------------- evaluation (Sec. 4.2–4.3)
     config.eval = ev = ml_collections.ConfigDict()
@@ -126,6 +162,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     ev.n_example_stimuli = 6  # Stimuli shown in the Fig. 4a / A.2 / Fig. 3 panels.
     ev.ridge_alphas = (1e-1, 1.0, 1e1, 1e2, 1e3, 1e4, 1e5)  # Linear baseline regularization grid.
     ev.ridge_n_pcs = 100  # Linear baseline: pixel PCs of the images it predicts.
+    ev.lpips_resize_hw = (64, 256)  # Maps are resized to this before the LPIPS AlexNet trunk.
+    ev.spectrum_fit_range = (10, 100)  # PC ranks of the power-law fit (Fig. 4b; see spectra.py).
+    ev.n_retrieved = 5  # Retrieved images shown per neural query (Fig. 3: top-5).
 
     # ------------------------------------------------------------------ analyses (Sec. 4.4–4.5, A)
     config.analysis = an = ml_collections.ConfigDict()
@@ -136,14 +175,23 @@ def get_base_config() -> ml_collections.ConfigDict:
     an.occlusion_measure = "ssim"  # "ssim" (Eq. 13, used in Sec. 4.4) or "cos" (Eq. 12).
     an.occlusion_ssim_window = 3  # SSIM window on the feature maps (App. A.1).
     an.occlusion_repeats = 5  # N = 5 repeats; a deterministic model is evaluated once.
-    an.occlusion_batch = 256  # Occluded images per compiled batch (memory).
+    # Occluded images per compiled chunk (memory); 0 = auto: 256 on GPU/TPU, 8 on CPU (where the
+    # cost per image does not fall with the batch and large batches fall out of cache).
+    an.occlusion_batch = 0
     an.blob_threshold = 0.6  # Blob iso-level of the normalized RF map (Eq. 16).
-    an.tex_alpha = 1.0  # Tex(T) sensitivity alpha (Eq. 20); the paper gives none.
+    # Tex(T) sensitivity alpha (Eq. 20); not in the paper: ln 2 / (sqrt 2 - 1), Tex(sqrt 2) = 1/2.
+    an.tex_alpha = 1.6734
     an.orientation = "axial"  # Eq. 18 on e^{2i theta} ("axial") or literal e^{i theta}.
+    an.min_segment_length = 3.0  # Shortest skeleton segment (px) used for T and R (App. A.2).
+    an.edge_binarization = "blob_otsu"  # Sobel edges: Otsu per blob ("blob_otsu") or "image_otsu".
+    an.pathway_ssim_window = 7  # SSIM window, pathway-masked vs full feature map (Fig. 5a).
     # Neuron subset sizes as fractions of the population (Fig. 6a).
     an.ablation_fractions = (0.01, 0.02, 0.05, 0.08, 0.1, 0.12, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0)
     an.ablation_random_draws = 10  # Random subsets per size (Sec. 4.5).
     an.ablation_ssim_target = 0.9  # SSIM the subsets must reach (Sec. 4.5).
+    an.ablation_ssim_window = 7  # SSIM window, subset vs full-population neural map (Fig. 6a).
+    an.ablation_mask_batch = 8  # Neuron masks evaluated together in one vmapped call (memory).
+    an.ablation_gain_quantile = 0.9  # Validation: "high-gain" = visual, gain above this quantile.
     an.attention_bins = 200  # Log-spaced histogram bins of attention scores (Fig. 6b).
     an.attention_samples = 32  # Test stimuli whose attention maps are streamed (Fig. 6b).
     return config

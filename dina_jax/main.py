@@ -71,7 +71,9 @@ def run(config, workdir: str, mode: str = "all") -> dict:
     from dina_jax.data import pipeline
 
     results: dict = {}
-    write_config(config, workdir)
+    if mode in ("data", "train", "all") or not os.path.exists(os.path.join(workdir, "config.json")):
+        # Evaluating or analysing an existing run must not replace the record of its training.
+        write_config(config, workdir)
     if mode in ("data", "all"):
         dataset = pipeline.load_dataset(config, workdir=workdir)
         print(pipeline.summarize(dataset), flush=True)

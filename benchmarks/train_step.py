@@ -1,0 +1,139 @@
+"""Throughput of the compiled, pmapped DINA train step for the tiny, synthetic and paper sizes.
+
+  MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296 \
+      python benchmarks/train_step.py [--sizes tiny,synthetic,paper] [--paper-batch 8] [--steps 3]
+
+For every size it builds the real model (``build_model``) and the real optimizer
+(``create_train_state``), compiles ``train.pmapped_train_step`` over all local devices and times
+``--steps`` steps on random inputs after the compiling call (``block_until_ready`` after the
+last). It prints the device, the allocator settings, the compile time, the step time and the
+examples per second. Sizes:
+
+* ``tiny``: configs/tiny.py (batch 16, N = 48);
+* ``synthetic``: configs/synthetic.py (batch 128, N = 2,000);
+* ``paper``: the base config (the paper's model, N = 10,000 neurons) at ``--paper-batch``
+  (default: 8 on a CPU, the paper's 128 on a GPU/TPU).
+
+The global batch is split over the local devices, so it must divide by their number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import platform
+import time
+
+import jax
+import numpy as np
+
+from dina_jax import train
+from dina_jax.config import get_base_config
+from dina_jax.models import build_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ALLOCATOR_VARS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "XLA_FLAGS")
+PAPER_NEURONS = 10_000
+
+
+def _config_file(name: str):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def size_setup(name: str, paper_batch: int):
+    """(config, n_neurons, global batch) of a benchmark size."""
+    if name == "tiny":
+        config = _config_file("tiny")
+        return config, config.data.synthetic.n_neurons, config.train.batch_size
+    if name == "synthetic":
+        config = _config_file("synthetic")
+        return config, config.data.synthetic.n_neurons, config.train.batch_size
+    if name == "paper":
+        return get_base_config(), PAPER_NEURONS, paper_batch
+    raise ValueError(f"unknown size {name!r}; expected tiny, synthetic or paper")
+
+
+def bench(name: str, paper_batch: int, steps: int) -> dict:
+    config, n_neurons, batch = size_setup(name, paper_batch)
+    n_dev = jax.local_device_count()
+    if batch % n_dev:
+        raise ValueError(f"{name}: batch {batch} does not split over {n_dev} devices")
+    rng = np.random.default_rng(0)
+    images = rng.random((batch, *config.model.image.input_hw), dtype=np.float32)
+    responses = rng.normal(size=(batch, n_neurons)).astype(np.float32)
+    model = build_model(config, n_neurons, image_mean=0.5, image_std=0.25)
+    state = train.create_train_state(
+        config, model, jax.random.PRNGKey(0), 100, images[:1], responses[:1]
+    )
+    n_params = {
+        tower: sum(leaf.size for leaf in jax.tree.leaves(state.params[tower]))
+        for tower in ("image_tower", "neural_tower")
+    }
+    p_train = train.pmapped_train_step(float(config.loss.temperature))
+    rstate = train.replicate(state)
+    shards = (
+        images.reshape(n_dev, batch // n_dev, *images.shape[1:]),
+        responses.reshape(n_dev, batch // n_dev, n_neurons),
+    )
+    start = time.perf_counter()
+    rstate, metrics = p_train(rstate, *shards)
+    jax.block_until_ready(metrics)
+    compile_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(steps):
+        rstate, metrics = p_train(rstate, *shards)
+    jax.block_until_ready(metrics)
+    step_s = (time.perf_counter() - start) / steps
+    loss = float(train.unreplicate_to_host(metrics)["loss"])
+    return {
+        "size": name,
+        "neurons": n_neurons,
+        "batch": batch,
+        "params_image": n_params["image_tower"],
+        "params_neural": n_params["neural_tower"],
+        "compile_s": compile_s,
+        "step_s": step_s,
+        "examples_per_s": batch / step_s,
+        "loss_finite": bool(np.isfinite(loss)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="tiny,synthetic,paper", help="comma-separated sizes")
+    parser.add_argument(
+        "--paper-batch", type=int, default=0, help="paper-size batch (0: 8 on CPU, else 128)"
+    )
+    parser.add_argument("--steps", type=int, default=3, help="timed steps after the compiling one")
+    args = parser.parse_args()
+
+    device = jax.devices()[0]
+    on_cpu = device.platform == "cpu"
+    paper_batch = args.paper_batch or (8 if on_cpu else 128)
+    print(
+        f"device: {jax.local_device_count()} x {device.platform} ({device.device_kind}), "
+        f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}; "
+        f"jax {jax.__version__}"
+    )
+    print("allocator: " + ", ".join(f"{v}={os.environ.get(v, '<unset>')}" for v in ALLOCATOR_VARS))
+    header = (
+        f"{'size':<10}{'N':>7}{'batch':>7}{'img params':>12}{'neu params':>12}"
+        f"{'compile s':>11}{'step s':>9}{'examples/s':>12}"
+    )
+    print(header)
+    for name in args.sizes.split(","):
+        r = bench(name.strip(), paper_batch, args.steps)
+        print(
+            f"{r['size']:<10}{r['neurons']:>7}{r['batch']:>7}{r['params_image']:>12,}"
+            f"{r['params_neural']:>12,}{r['compile_s']:>11.1f}{r['step_s']:>9.3f}"
+            f"{r['examples_per_s']:>12.1f}" + ("" if r["loss_finite"] else "  (non-finite loss)"),
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

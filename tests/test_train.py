@@ -1,0 +1,363 @@
+"""The training loop on the tiny config: metrics file, checkpoints, resume after SIGKILL,
+fresh-process restore, the NaN guard, and the optimizer's two towers.
+
+Every training run happens in a subprocess (the real CLI or a short script). The subprocesses
+share a persistent XLA compilation cache, so only the first one compiles the train step; the
+same compiled program also makes the bitwise comparisons meaningful.
+"""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from dina_jax import train
+from dina_jax.data import pipeline
+from dina_jax.models import build_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIMEOUT = 900  # seconds for one subprocess; generous for a loaded 2-core machine
+REQUIRED_KEYS = {"step", "epoch", "train_loss", "lr_image", "lr_neural", "examples_per_sec"}
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """Environment of the subprocesses: one device, a shared compilation cache."""
+    cache = tmp_path_factory.mktemp("xla_cache")
+    environ = dict(os.environ)
+    environ.pop("XLA_FLAGS", None)
+    environ.update(
+        JAX_COMPILATION_CACHE_DIR=str(cache),
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+        JAX_PLATFORMS="cpu",
+    )
+    return environ
+
+
+def _cli(workdir, config, *overrides):
+    return [
+        sys.executable,
+        "-m",
+        "dina_jax.main",
+        "--config",
+        "configs/tiny.py",
+        "--workdir",
+        str(workdir),
+        "--mode=train",
+        f"--config.data.cache_dir={config.data.cache_dir}",
+        *overrides,
+    ]
+
+
+def _run(args, env, **kwargs):
+    result = subprocess.run(
+        args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT, **kwargs
+    )
+    return result
+
+
+def _records(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _latest_meta(workdir):
+    """The JSON metadata item of the single finalized `latest` checkpoint (orbax layout)."""
+    folder = os.path.join(workdir, "checkpoints", "latest")
+    steps = [name for name in os.listdir(folder) if name.isdigit()]
+    assert len(steps) == 1, os.listdir(folder)
+    with open(os.path.join(folder, steps[0], "meta", "metadata")) as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def full_run(tiny_config, env, tmp_path_factory):
+    """An uninterrupted tiny run (2 epochs of 8 steps), evaluated at the end."""
+    workdir = tmp_path_factory.mktemp("full") / "run"
+    result = _run(_cli(workdir, tiny_config), env)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return workdir
+
+
+def test_run_writes_metrics_from_step_one_and_checkpoints(full_run, tiny_config, tiny_dataset):
+    records = _records(full_run)
+    first = records[0]
+    assert first["step"] == 1 and first["epoch"] == 1
+    assert REQUIRED_KEYS <= set(first)
+    assert math.isfinite(first["train_loss"])
+
+    batch = tiny_config.train.batch_size
+    steps_per_epoch = len(tiny_dataset.split.train) // batch
+    epochs = tiny_config.train.num_epochs
+    train_steps = [r["step"] for r in records if r["kind"] == "train"]
+    assert train_steps == list(range(1, epochs * steps_per_epoch + 1))  # log_every = 1
+    epoch_records = [r for r in records if r["kind"] == "epoch"]
+    assert [r["step"] for r in epoch_records] == [steps_per_epoch * (e + 1) for e in range(epochs)]
+    assert all(REQUIRED_KEYS | {"val_loss"} <= set(r) for r in epoch_records)
+
+    # The logged learning rates follow warmup + cosine (numpy oracle of the first update).
+    warmup = round(tiny_config.optim.image.warmup_epochs * steps_per_epoch)
+    assert first["lr_image"] == pytest.approx(tiny_config.optim.image.learning_rate / warmup)
+    assert first["lr_neural"] == pytest.approx(tiny_config.optim.neural.learning_rate / warmup)
+
+    # `best` holds the epoch with the lowest validation loss; the split is the data's split.
+    best = min(epoch_records, key=lambda r: r["val_loss"])
+    meta = _latest_meta(full_run)
+    assert meta["progress"]["best_step"] == best["step"]
+    assert meta["progress"]["best_val_loss"] == best["val_loss"]
+    assert os.listdir(full_run / "checkpoints" / "best") == [str(best["step"])]
+    assert meta["stats"]["n_neurons"] == tiny_dataset.n_neurons
+    assert meta["stats"]["image_mean"] == tiny_dataset.image_mean
+    with open(full_run / "split.json") as f:
+        split = json.load(f)
+    assert split["val"] == tiny_dataset.split.val.tolist()
+    assert (full_run / "config.json").exists()
+
+
+def test_sigkill_mid_epoch_then_resume_gives_bitwise_identical_parameters(
+    full_run, tiny_config, env, tmp_path
+):
+    workdir = tmp_path / "run"
+    args = _cli(workdir, tiny_config, "--config.train.evaluate_at_end=False")
+    kill_after = 13  # epoch 2, one step after the mid-epoch checkpoint of step 12
+    with open(tmp_path / "stderr.txt", "w") as stderr:
+        process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=stderr, stderr=stderr)
+        deadline = time.time() + TIMEOUT
+        seen = 0
+        while seen < kill_after:
+            assert process.poll() is None, "the run ended before it could be killed"
+            assert time.time() < deadline
+            if (workdir / "metrics.jsonl").exists():
+                seen = max((r["step"] for r in _records(workdir)), default=0)
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+
+    # Killed mid-epoch: the newest finalized checkpoint is the one inside epoch 2.
+    progress = _latest_meta(workdir)["progress"]
+    assert (progress["epoch"], progress["batches_done"], progress["step"]) == (1, 4, 12)
+    assert not progress["finished"]
+    # Leftovers of a save cut short by a kill must not be mistaken for a checkpoint.
+    partial = workdir / "checkpoints" / "latest" / "16.orbax-checkpoint-tmp-1700000000"
+    partial.mkdir()
+    (partial / "garbage").write_text("half-written")
+
+    result = _run(args, env)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+    for which in ("latest", "best"):
+        expected, _, _ = train.restore(str(full_run), which)
+        resumed, _, _ = train.restore(str(workdir), which)
+        same = jax.tree.map(np.array_equal, expected, resumed)
+        assert all(jax.tree.leaves(same)), (which, same)
+    # The records of the steps redone after the restart replace the killed run's ones.
+    train_steps = [r["step"] for r in _records(workdir) if r["kind"] == "train"]
+    assert train_steps == sorted(set(train_steps)) == list(range(1, train_steps[-1] + 1))
+    full_losses = [r["train_loss"] for r in _records(full_run) if r["kind"] == "train"]
+    resumed_losses = [r["train_loss"] for r in _records(workdir) if r["kind"] == "train"]
+    assert resumed_losses == full_losses
+
+
+FRESH_PROCESS = """
+import json, sys
+from dina_jax import evaluate, train
+workdir = sys.argv[1]
+val = train.checkpoint_loss(workdir, "best", "val")
+results = evaluate.evaluate(None, workdir)
+print("RESULT " + json.dumps({"val": val, "eval": results}))
+"""
+
+
+def test_checkpoint_restored_in_a_fresh_process_reproduces_the_numbers(full_run, env):
+    with open(full_run / "results.json") as f:
+        at_training_end = json.load(f)
+    result = _run([sys.executable, "-c", FRESH_PROCESS, str(full_run)], env)
+    assert result.returncode == 0, result.stderr[-4000:]
+    line = [x for x in result.stdout.splitlines() if x.startswith("RESULT ")][-1]
+    fresh = json.loads(line[len("RESULT ") :])
+
+    # The validation loss logged from the in-memory state == the one from the restored one.
+    best_record = min(
+        (r for r in _records(full_run) if r["kind"] == "epoch"), key=lambda r: r["val_loss"]
+    )
+    assert fresh["val"]["loss"] == best_record["val_loss"]
+    assert fresh["val"]["top1_img_to_neu"] == best_record["val_top1_img_to_neu"]
+    # Evaluation at the end of training == evaluation in a new process, exactly.
+    for key in ("retrieval", "ssim", "spectra", "linear_baseline"):
+        assert fresh["eval"][key] == at_training_end[key], key
+
+
+NAN_RUN = """
+import dataclasses, importlib.util, sys
+import numpy as np
+from dina_jax import train
+from dina_jax.data import pipeline
+workdir, cache_dir, bad_step = sys.argv[1], sys.argv[2], int(sys.argv[3])
+spec = importlib.util.spec_from_file_location("tiny", "configs/tiny.py")
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+config = module.get_config()
+config.data.cache_dir = cache_dir
+config.train.evaluate_at_end = False
+load_dataset = pipeline.load_dataset
+
+def poisoned(config, *, workdir=None):
+    # A NaN response in one example of the batch of `bad_step` (epoch 1).
+    dataset = load_dataset(config, workdir=workdir)
+    batches = list(pipeline.iterate_batches(
+        dataset.split.train, config.train.batch_size, seed=config.seed, epoch=0))
+    responses = dataset.responses.copy()
+    responses[batches[bad_step - 1][3], 5] = np.nan
+    return dataclasses.replace(dataset, responses=responses)
+
+pipeline.load_dataset = poisoned
+train.train_and_evaluate(config, workdir)
+"""
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(
+    full_run, tiny_config, env, tmp_path
+):
+    workdir = tmp_path / "run"
+    bad_step = 7  # checkpoints every 4 steps: `latest` holds step 4
+    args = [sys.executable, "-c", NAN_RUN, str(workdir), tiny_config.data.cache_dir, str(bad_step)]
+    result = _run(args, env)
+    assert result.returncode != 0
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("dina_jax.train.NonFiniteLossError")
+    assert f"at step {bad_step} " in message
+    assert "step 4" in message  # the checkpoint it leaves
+
+    progress = _latest_meta(workdir)["progress"]
+    assert progress["step"] == 4
+    params, _, _ = train.restore(str(workdir), "latest")
+    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(params))
+    # Up to the bad step the run equals the clean run (same data, same order).
+    expected, _, _ = train.restore(str(full_run), "latest")
+    assert [r["step"] for r in _records(workdir)] == list(range(1, bad_step))
+    clean = {r["step"]: r["train_loss"] for r in _records(full_run) if r["kind"] == "train"}
+    assert all(r["train_loss"] == clean[r["step"]] for r in _records(workdir))
+
+
+# ------------------------------------------------------------------------ optimizer and schedule
+
+
+def test_every_parameter_of_every_model_belongs_to_a_tower(tiny_config):
+    for name in ("dina", "vgg16_mlp", "vit_mlp"):
+        config = tiny_config.copy_and_resolve_references()
+        config.model.name = name
+        model = build_model(config, 12)
+        shapes = jax.eval_shape(
+            model.init,
+            jax.random.PRNGKey(0),
+            jnp.zeros((1, *config.model.image.input_hw)),
+            jnp.zeros((1, 12)),
+        )["params"]
+        labels = train.tower_labels(shapes)
+        assert set(jax.tree.leaves(labels["image_tower"])) == {"image"}, name
+        assert set(jax.tree.leaves(labels["neural_tower"])) == {"neural"}, name
+    with pytest.raises(ValueError, match="belong to no tower"):
+        train.tower_labels({"image_tower": {}, "neural_tower": {}, "head": {"w": 0}})
+
+
+def test_schedule_warms_up_linearly_and_decays_by_cosine():
+    tower = ml_collections.ConfigDict(
+        {"learning_rate": 2e-3, "warmup_epochs": 1.5, "end_factor": 0.1}
+    )
+    schedule = train.learning_rate_schedule(tower, steps_per_epoch=4, num_epochs=5)
+    warmup, total, peak, end = 6, 20, 2e-3, 2e-4
+    for count in range(total):
+        step = count + 1
+        if step <= warmup:
+            expected = peak * step / warmup
+        else:
+            expected = end + (peak - end) * 0.5 * (1 + np.cos(np.pi * (step - warmup) / 14))
+        assert float(schedule(count)) == pytest.approx(expected, rel=1e-6)
+        assert float(schedule(count, np)) == pytest.approx(expected, rel=1e-6)
+    assert float(schedule(total - 1)) == pytest.approx(end)
+
+
+def _numpy_two_towers(config, params, grads_seq, steps_per_epoch):
+    """AdamW (image) and RMSprop (neural) with per-tower clipping, written out in numpy."""
+    schedules = train.make_schedules(config, steps_per_epoch)
+    im, ne = config.optim.image, config.optim.neural
+    p = {k: v.astype(np.float64) for k, v in params.items()}
+    m = {k: 0.0 for k in p}
+    v = {k: 0.0 for k in p}
+    for t, grads in enumerate(grads_seq, start=1):
+        g = {}
+        for k, clip in (("image_tower", im.clip_norm), ("neural_tower", ne.clip_norm)):
+            norm = np.linalg.norm(grads[k])
+            g[k] = grads[k] * (clip / norm if norm > clip else 1.0)
+        lr = float(schedules["image"](t - 1, np))
+        m["image_tower"] = im.b1 * m["image_tower"] + (1 - im.b1) * g["image_tower"]
+        v["image_tower"] = im.b2 * v["image_tower"] + (1 - im.b2) * g["image_tower"] ** 2
+        m_hat = m["image_tower"] / (1 - im.b1**t)
+        v_hat = v["image_tower"] / (1 - im.b2**t)
+        p["image_tower"] = p["image_tower"] - lr * (
+            m_hat / (np.sqrt(v_hat) + im.eps) + im.weight_decay * p["image_tower"]
+        )
+        lr = float(schedules["neural"](t - 1, np))
+        v["neural_tower"] = ne.decay * v["neural_tower"] + (1 - ne.decay) * g["neural_tower"] ** 2
+        p["neural_tower"] = p["neural_tower"] - lr * g["neural_tower"] / (
+            np.sqrt(v["neural_tower"]) + ne.eps
+        )
+    return p
+
+
+def test_optimizer_is_adamw_on_images_and_rmsprop_on_neurons(tiny_config):
+    config = tiny_config.copy_and_resolve_references()
+    config.optim.image.weight_decay = 0.3
+    config.optim.image.clip_norm = 1.0
+    config.optim.neural.clip_norm = 0.5
+    rng = np.random.default_rng(0)
+    params = {
+        "image_tower": rng.normal(size=5).astype(np.float32),
+        "neural_tower": rng.normal(size=7).astype(np.float32),
+    }
+    # Gradients large enough that clipping acts on some steps and not on others.
+    scales = [3.0, 0.05, 1.0]
+    grads_seq = [
+        {k: (s * rng.normal(size=v.shape)).astype(np.float32) for k, v in params.items()}
+        for s in scales
+    ]
+    tx = train.make_optimizer(config, params, steps_per_epoch=2)
+    state = tx.init(params)
+    current = params
+    for grads in grads_seq:
+        updates, state = tx.update(grads, state, current)
+        current = optax.apply_updates(current, updates)
+    expected = _numpy_two_towers(config, params, grads_seq, steps_per_epoch=2)
+    for key in params:
+        np.testing.assert_allclose(current[key], expected[key], rtol=2e-6, atol=1e-9)
+
+
+def test_evaluation_batches_score_every_row_once():
+    rows = np.arange(100, 137)
+    batches = list(train.evaluation_batches(rows, 16))
+    assert [len(b) for b, _ in batches] == [16, 16, 16]
+    masks = np.concatenate([m for _, m in batches])
+    picked = np.concatenate([b for b, _ in batches])[masks > 0]
+    np.testing.assert_array_equal(picked, rows)
+
+
+def test_training_split_smaller_than_a_batch_is_rejected(
+    tiny_config, tiny_dataset, monkeypatch, tmp_path
+):
+    config = tiny_config.copy_and_resolve_references()
+    config.train.batch_size = 8 * len(tiny_dataset.split.train)
+    monkeypatch.setattr(pipeline, "load_dataset", lambda *a, **k: tiny_dataset)
+    with pytest.raises(ValueError, match="smaller than one batch"):
+        train.train_and_evaluate(config, tmp_path / "run")
