@@ -318,13 +318,14 @@ def plot_blobs(image, rf_map, blob_masks, path, *, threshold=0.6, sti=None) -> s
         label = f"{b + 1}" if sti is None or np.isnan(sti[b]) else f"{b + 1}: {sti[b]:+.2f}"
         axes[1].text(
             cols.mean(),
-            rows.mean(),
+            max(rows.min() - 1.5, 2.0),
             label,
             color=color,
-            fontsize=7,
+            fontsize=6.5,
             ha="center",
-            va="center",
+            va="bottom" if rows.min() > 6 else "top",
             fontweight="bold",
+            bbox=dict(facecolor="white", alpha=0.75, pad=0.6, linewidth=0),
         )
     axes[1].set_title(
         f"{len(blob_masks)} blobs" + (" (label: STI)" if sti is not None else ""), fontsize=8
@@ -407,12 +408,15 @@ def plot_sti_examples(examples, path) -> str:
 
 def plot_sti_distribution(sti, path) -> str:
     """Fig. 5h: STI over all blobs, (n,) or {mouse: (n,)}; dashed line at 0 (NaN skipped)."""
+    groups = _as_groups(sti)
     fig, ax = plt.subplots(figsize=(4.2, 3.0))
-    _histograms(ax, _as_groups(sti), np.linspace(-1, 1, 41), "Shape-Texture Index (STI)")
+    _histograms(ax, groups, np.linspace(-1, 1, 41), "Shape-Texture Index (STI)")
     ax.axvline(0.0, color="k", ls="--", lw=1)
     ax.text(-0.95, ax.get_ylim()[1] * 0.92, "texture", fontsize=7)
     ax.text(0.6, ax.get_ylim()[1] * 0.92, "shape", fontsize=7)
-    ax.set_title("STI distribution", fontsize=9)
+    missing = sum(int(np.sum(~np.isfinite(np.asarray(v, float)))) for v in groups.values())
+    note = f" ({missing} blobs without edges left out)" if missing else ""
+    ax.set_title("STI distribution" + note, fontsize=9)
     return _save(fig, path)
 
 
@@ -475,9 +479,11 @@ def plot_attention_distribution(bin_edges, counts, path, *, mu=None, sigma=None,
                 lw=1,
                 label=f"{name}log-normal (mu = {m:.2f}, sigma = {s:.2f}{extra})",
             )
-    occupied = np.nonzero(np.sum([np.asarray(v) for v in groups.values()], axis=0))[0]
-    if occupied.size:  # Show the occupied range (the bins span many empty decades).
-        ax.set_xlim(edges[max(occupied[0] - 2, 0)], edges[min(occupied[-1] + 3, len(edges) - 1)])
+    total = np.sum([np.asarray(v, float) for v in groups.values()], axis=0)
+    if total.sum() > 0:  # Show 0.1%-99.9% of the mass plus a decade (the bins span many more).
+        cdf = np.cumsum(total) / total.sum()
+        low, high = edges[np.searchsorted(cdf, 1e-3)], edges[np.searchsorted(cdf, 1 - 1e-3) + 1]
+        ax.set_xlim(max(low / 10, edges[0]), min(high * 10, edges[-1]))
     ax.set_xscale("log")
     ax.set_xlabel("attention score P")
     ax.set_ylabel("density of ln P")
