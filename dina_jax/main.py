@@ -109,6 +109,10 @@ def main(argv: list[str]) -> None:
         # Keep stderr for warnings and errors (a bad input must read as one line); progress goes
         # to stdout and tqdm. --verbosity=0 brings absl/JAX INFO logs back.
         logging.set_verbosity(logging.WARNING)
+    from dina_jax.train import maybe_initialize_distributed
+
+    # Multi-host: jax.distributed must be initialized before anything touches a backend.
+    maybe_initialize_distributed(config)
     print(f"JAX {jax.__version__} devices: {jax.devices()}", flush=True)
     try:
         run(config, _WORKDIR.value, _MODE.value)
