@@ -73,17 +73,7 @@ def parse_args(argv=None):
     )
     parser.add_argument("--n-mice", type=int, default=1, help="Simulated mice per condition.")
     parser.add_argument("--model", default="dina", choices=table1.MODELS)
-    parser.add_argument("--epochs", type=int, default=0, help="Override train.num_epochs.")
-    parser.add_argument("--data-dir", default="", help="Override data.dir (real data).")
-    parser.add_argument(
-        "--cache-dir", default="", help="data.cache_dir of every run (default ROOT/dina_cache)."
-    )
-    parser.add_argument(
-        "--set",
-        action="append",
-        metavar="SECTION.FIELD=VALUE",
-        help="Config override for every run, e.g. --set data.synthetic.n_neurons=500 (repeatable).",
-    )
+    table1.add_run_options(parser)
     return parser.parse_args(argv)
 
 

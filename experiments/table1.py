@@ -249,6 +249,21 @@ def write_figures(rows: dict, models, root: pathlib.Path) -> list[str]:
     return paths
 
 
+def add_run_options(parser) -> None:
+    """Adds the options every experiment script shares: epochs, data/cache folders, overrides."""
+    parser.add_argument("--epochs", type=int, default=0, help="Override train.num_epochs.")
+    parser.add_argument("--data-dir", default="", help="Override data.dir (real data).")
+    parser.add_argument(
+        "--cache-dir", default="", help="data.cache_dir of every run (default ROOT/dina_cache)."
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        metavar="SECTION.FIELD=VALUE",
+        help="Config override for every run, e.g. --set data.synthetic.n_neurons=500 (repeatable).",
+    )
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", required=True, help="Root folder: ROOT/<mouse>/<model>/.")
@@ -261,17 +276,7 @@ def parse_args(argv=None):
         "(default: m1-m4, or sim0 sim1 with --synthetic).",
     )
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
-    parser.add_argument("--epochs", type=int, default=0, help="Override train.num_epochs.")
-    parser.add_argument("--data-dir", default="", help="Override data.dir (real data).")
-    parser.add_argument(
-        "--cache-dir", default="", help="data.cache_dir of every run (default ROOT/dina_cache)."
-    )
-    parser.add_argument(
-        "--set",
-        action="append",
-        metavar="SECTION.FIELD=VALUE",
-        help="Config override for every run, e.g. --set data.synthetic.n_neurons=500 (repeatable).",
-    )
+    add_run_options(parser)
     return parser.parse_args(argv)
 
 
