@@ -99,6 +99,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     neural.d_model = 32  # Neuron embedding width d_model (Eq. 4).
     neural.mlp_hidden = 1024  # Hidden width of the readout MLP N -> hidden -> 1024.
     neural.num_heads = 1  # Heads of the population attention; Eq. 7 is a single head.
+    # Add each neuron's embedding to its attention output (a transformer skip; the paper prints
+    # Eq. 7 without one, residual=False). See dina_jax/models/neural_tower.py.
+    neural.residual = True
     # Population attention: "auto" (cuDNN flash on GPU when it applies, else blockwise),
     # "blockwise" (O(N) memory online softmax), "materialized" (plain N x N), "cudnn".
     neural.attention = "auto"

@@ -272,8 +272,8 @@ def _gelu(x):
     return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
 
 
-def _numpy_neural_tower(params, responses, keep, d_model):
-    """Eq. 4–9 and the MLP in float64, written from the paper."""
+def _numpy_neural_tower(params, responses, keep, d_model, residual=True):
+    """Eq. 4–9 and the MLP in float64, written from the paper (plus the optional skip)."""
     p = jax.tree.map(lambda x: np.asarray(x, np.float64), params)
     r = np.asarray(responses, np.float64)
     embedded = r[:, :, None] * p["embedding"][None]  # Eq. 4
@@ -284,23 +284,31 @@ def _numpy_neural_tower(params, responses, keep, d_model):
     logits = np.where(keep[None, None, :], logits, -np.inf)
     probs = np.exp(logits - logits.max(-1, keepdims=True))
     probs /= probs.sum(-1, keepdims=True)
-    attended = probs @ v
+    attended = probs @ v + (embedded if residual else 0.0)
     aggregated = np.einsum("bnd,nd->bn", attended, p["aggregation"]) * keep  # Eq. 8
     hidden = _gelu(aggregated @ p["mlp_hidden_layer"]["kernel"] + p["mlp_hidden_layer"]["bias"])
     out = hidden @ p["mlp_out_layer"]["kernel"] + p["mlp_out_layer"]["bias"]
     return out.reshape(r.shape[0], 2, 4), probs
 
 
-def _tower(n, attention="blockwise"):
+def _tower(n, attention="blockwise", residual=True):
     return NeuralTower(
-        n_neurons=n, d_model=8, mlp_hidden=16, latent_hw=(2, 4), attention=attention, block_size=5
+        n_neurons=n,
+        d_model=8,
+        mlp_hidden=16,
+        latent_hw=(2, 4),
+        attention=attention,
+        block_size=5,
+        residual=residual,
     )
 
 
-@pytest.mark.parametrize("attention", ["materialized", "blockwise"])
-def test_neural_tower_matches_numpy_oracle_of_eq_4_to_9(attention):
+@pytest.mark.parametrize(
+    "attention,residual", [("materialized", True), ("blockwise", True), ("blockwise", False)]
+)
+def test_neural_tower_matches_numpy_oracle_of_eq_4_to_9(attention, residual):
     n = 13
-    tower = _tower(n, attention)
+    tower = _tower(n, attention, residual)
     responses = _responses(7, 3, n)
     params = tower.init(jax.random.PRNGKey(2), responses)["params"]
     keep = np.ones(n, bool)
@@ -311,7 +319,7 @@ def test_neural_tower_matches_numpy_oracle_of_eq_4_to_9(attention):
             tower.apply({"params": p}, r, neuron_mask=m, method="attention_qk"),
         )
     )(params, responses, jnp.asarray(keep))
-    expected, expected_probs = _numpy_neural_tower(params, responses, keep, 8)
+    expected, expected_probs = _numpy_neural_tower(params, responses, keep, 8, residual)
     np.testing.assert_allclose(out, expected, atol=ATOL)
     # attention_qk: softmax(q k^T) over the kept keys are the attention probabilities.
     q, k, key_mask = qk

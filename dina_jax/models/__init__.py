@@ -60,6 +60,7 @@ def _neural_tower(config, n_neurons: int) -> NeuralTower:
         d_model=neural.d_model,
         num_heads=neural.num_heads,
         mlp_hidden=neural.mlp_hidden,
+        residual=bool(neural.residual),
         latent_hw=tuple(config.model.latent_hw),
         attention=neural.attention,
         block_size=neural.block_size,
