@@ -23,13 +23,14 @@ release. The whitened set divides every image's Fourier amplitude by the mean am
 of the set (phases kept); the 8D set keeps the projection of every image on the top 8 principal
 components of the set (plus the mean image), the paper's two controls (Sec. 4.3, Fig. 4c).
 
-Neurons: retinotopic Gabor simple cells (half-rectified linear filter) and complex cells (energy
-of a quadrature pair) with RF centres spread over the visual field, log-uniform sizes and spatial
-frequencies, random orientations and phases; log-normal gains (a minority strongly responsive); a
-fraction of non-visual neurons (gain 0); a shared multiplicative gain per trial; low-rank shared
-noise that is also present in the spontaneous activity (so that projecting out spontaneous PCs
-helps, as in the real data); private noise; non-negative (rectified) activity; some red cells.
-Each image is shown twice in random order, interleaved with blank (gray screen) trials.
+Neurons: retinotopic Gabor simple cells (half-rectified linear filter) and, for 80% of the visual
+neurons (layer 2/3, which two-photon recordings image, is dominated by complex cells), complex
+cells (energy of a quadrature pair) with RF centres spread over the visual field, log-uniform sizes
+and spatial frequencies, random orientations and phases; log-normal gains (a minority strongly
+responsive); a fraction of non-visual neurons (gain 0); a shared multiplicative gain per trial;
+low-rank shared noise that is also present in the spontaneous activity (so that projecting out
+spontaneous PCs helps, as in the real data); private noise; non-negative (rectified) activity; some
+red cells. Each image is shown twice in random order, interleaved with blank (gray screen) trials.
 
 Responses are normalized per neuron by the mean and std of its drive over the *natural* image set,
 so a neuron responds less to whitened images (whose energy sits at high spatial frequencies) than
@@ -61,7 +62,7 @@ from dina_jax.data.stringer import IMAGE_SHAPE
 STIMSETS = ("natimg2800", "white", "8D")
 FORMATS = ("v5", "v73")
 SIM_DATE = "2026-01-01"  # Date in the simulated file names, in the release's pattern.
-GENERATOR_VERSION = 1  # Bump when the simulation changes, so cached simulated data is redone.
+GENERATOR_VERSION = 2  # Bump when the simulation changes, so cached simulated data is redone.
 
 # Photographs shipped inside the scikit-image wheel (no pooch download needed).
 _PHOTOS = (
@@ -87,7 +88,7 @@ class SimulationParams:
     chance but far from perfect (see tests/test_synthetic.py)."""
 
     frac_nonvisual: float = 0.3  # Neurons with no visual drive (gain 0).
-    frac_complex: float = 0.5  # Visual neurons that are complex (energy) rather than simple cells.
+    frac_complex: float = 0.8  # Complex (energy) rather than simple cells; docs/decisions.md.
     frac_redcell: float = 0.08  # GAD+ neurons flagged in stat.redcell (dropped by the loader).
     rf_sigma_range: tuple = (3.0, 9.0)  # Gaussian envelope sigma in degrees (= pixels).
     sf_range: tuple = (0.02, 0.12)  # Spatial frequency in cycles per degree.
