@@ -142,6 +142,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     optim.neural.eps = 1e-8  # RMSprop epsilon.
     optim.neural.eps_in_sqrt = False  # False: g / (sqrt(nu) + eps), as PyTorch's RMSprop.
     optim.neural.momentum = 0.0  # RMSprop momentum.
+    optim.neural.weight_decay = 0.0  # Decoupled weight decay (x lr), as AdamW's; paper: none.
     optim.neural.warmup_epochs = 2.0  # Linear warmup length, then cosine decay.
     optim.neural.end_factor = 0.01  # Final learning rate as a fraction of the peak.
     optim.neural.clip_norm = 1.0  # Global gradient-norm clipping of this tower (0 disables).
@@ -150,6 +151,13 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.train = train = ml_collections.ConfigDict()
     train.batch_size = 128  # Global batch (all devices together), Sec. 3.3.
     train.num_epochs = 100  # Fixed epoch budget.
+    # Training responses: "mean" over all repeats of each image (the paper's stimulus-averaged
+    # matrix, Sec. 4.1) or "halves": each example draws, every epoch, the mean over one half of the
+    # repeats (two noisier views of the same stimulus; validation and test always use "mean").
+    train.responses = "mean"
+    # Neuron dropout on the training responses: each (example, neuron) entry is zeroed with this
+    # probability and the rest scaled by 1 / (1 - p). The paper mentions no dropout: 0.
+    train.neuron_dropout = 0.0
     train.patience = 15  # Early stopping: epochs without a better validation loss.
     train.log_every = 10  # Log training metrics every this many steps (step 1 included).
     train.checkpoint_every_steps = 50  # Also save `latest` this often inside an epoch (resume).

@@ -164,12 +164,16 @@ def make_optimizer(
         eps=float(image.eps),
         weight_decay=float(image.weight_decay),
     )
-    neural_tx = optax.rmsprop(
-        schedules["neural"],
-        decay=float(neural.decay),
-        eps=float(neural.eps),
-        eps_in_sqrt=bool(neural.eps_in_sqrt),
-        momentum=float(neural.momentum) or None,
+    # RMSprop written out so that a decoupled weight decay (as AdamW's) can sit between the
+    # normalized step and the learning rate; with weight_decay 0 and no momentum this is exactly
+    # optax.rmsprop. Momentum, when used, accumulates before the learning rate, as in PyTorch.
+    neural_tx = optax.chain(
+        optax.scale_by_rms(
+            decay=float(neural.decay), eps=float(neural.eps), eps_in_sqrt=bool(neural.eps_in_sqrt)
+        ),
+        optax.trace(decay=float(neural.momentum)) if neural.momentum else optax.identity(),
+        optax.add_decayed_weights(float(neural.weight_decay)),
+        optax.scale_by_learning_rate(schedules["neural"]),
     )
     return optax.multi_transform(
         {
@@ -362,14 +366,56 @@ def _process_rows(rows: np.ndarray) -> np.ndarray:
     return rows[index * per : (index + 1) * per]
 
 
-def _device_batch(dataset, rows: np.ndarray):
-    """Images and responses of ``rows`` split over the local devices: (n_dev, b, ...)."""
-    rows = _process_rows(rows)
+RESPONSE_SOURCES = ("mean", "halves")
+
+
+def training_responses(
+    dataset,
+    rows: np.ndarray,
+    *,
+    source: str,
+    neuron_dropout: float,
+    seed: int,
+    epoch: int,
+    batch_index: int,
+) -> np.ndarray:
+    """(B, N) float32 responses of one global training batch, after the configured augmentation.
+
+    ``source`` "mean": the stimulus-averaged responses (paper); "halves": each example takes the
+    mean over the first or the second half of its image's repeats (``dataset.halves``), drawn
+    anew every epoch. ``neuron_dropout`` p > 0 zeroes each (example, neuron) entry with
+    probability p and scales the rest by 1 / (1 - p). Drawn on the host from (seed, epoch,
+    batch_index) over the whole global batch: the same on any number of devices and after a
+    resume. Validation and test always see the plain means.
+    """
+    if source not in RESPONSE_SOURCES:
+        raise ValueError(f"train.responses must be one of {RESPONSE_SOURCES}, got {source!r}")
+    if not 0.0 <= neuron_dropout < 1.0:
+        raise ValueError(f"train.neuron_dropout must be in [0, 1), got {neuron_dropout}")
+    rng = np.random.default_rng([int(seed), int(epoch), int(batch_index), 2])
+    if source == "halves":
+        responses = dataset.halves[rng.integers(0, 2, size=len(rows)), rows]
+    else:
+        responses = dataset.responses[rows]
+    if neuron_dropout > 0.0:
+        keep = rng.random(responses.shape, dtype=np.float32) >= neuron_dropout
+        responses = responses * keep * np.float32(1.0 / (1.0 - neuron_dropout))
+    return np.asarray(responses, np.float32)
+
+
+def _device_batch(dataset, rows: np.ndarray, responses: np.ndarray | None = None):
+    """Images and responses of ``rows`` split over the local devices: (n_dev, b, ...).
+
+    ``responses`` (B, N), when given, replaces ``dataset.responses[rows]`` (the global batch; this
+    process keeps its share).
+    """
+    local = _process_rows(rows)
     n_dev = jax.local_device_count()
-    return (
-        pipeline.shard(dataset.images[rows], n_dev),
-        pipeline.shard(dataset.responses[rows], n_dev),
-    )
+    if responses is None:
+        responses = dataset.responses[local]
+    else:
+        responses = _process_rows(responses)
+    return pipeline.shard(dataset.images[local], n_dev), pipeline.shard(responses, n_dev)
 
 
 def evaluation_batches(
@@ -680,6 +726,20 @@ class _Loop:
         self.num_epochs = int(config.train.num_epochs)
         self.log_every = max(int(config.train.log_every), 1)
         self.checkpoint_every = max(int(config.train.checkpoint_every_steps), 1)
+        # Augmented training responses (train.responses / train.neuron_dropout); checked up front.
+        self.augmented = (
+            config.train.responses != "mean" or float(config.train.neuron_dropout) > 0.0
+        )
+        if self.augmented:
+            training_responses(
+                dataset,
+                self.train_rows[:1],
+                source=config.train.responses,
+                neuron_dropout=float(config.train.neuron_dropout),
+                seed=0,
+                epoch=0,
+                batch_index=0,
+            )
 
         model = build_model(
             config, dataset.n_neurons, image_mean=dataset.image_mean, image_std=dataset.image_std
@@ -782,7 +842,18 @@ class _Loop:
             for batch_index, rows in enumerate(batches):
                 if batch_index < progress["batches_done"]:
                     continue  # applied before the restart
-                images, responses = _device_batch(self.dataset, rows)
+                responses = None
+                if self.augmented:
+                    responses = training_responses(
+                        self.dataset,
+                        rows,
+                        source=self.config.train.responses,
+                        neuron_dropout=float(self.config.train.neuron_dropout),
+                        seed=int(self.config.seed),
+                        epoch=epoch,
+                        batch_index=batch_index,
+                    )
+                images, responses = _device_batch(self.dataset, rows, responses)
                 self.rstate, metrics = self.p_train(self.rstate, images, responses)
                 step = progress["step"] + 1
                 pending.append((step, metrics))

@@ -6,6 +6,7 @@ share a persistent XLA compilation cache, so only the first one compiles the tra
 same compiled program also makes the bitwise comparisons meaningful.
 """
 
+import functools
 import json
 import math
 import os
@@ -56,6 +57,8 @@ def _cli(workdir, config, *overrides):
         str(workdir),
         "--mode=train",
         f"--config.data.cache_dir={config.data.cache_dir}",
+        # Augmented training responses, so that the resume test covers their random draws.
+        "--config.train.neuron_dropout=0.1",
         *overrides,
     ]
 
@@ -211,6 +214,7 @@ spec.loader.exec_module(module)
 config = module.get_config()
 config.data.cache_dir = cache_dir
 config.train.evaluate_at_end = False
+config.train.neuron_dropout = 0.1  # as the clean run (_cli)
 load_dataset = pipeline.load_dataset
 
 def poisoned(config, *, workdir=None):
@@ -290,7 +294,7 @@ def test_schedule_warms_up_linearly_and_decays_by_cosine():
 
 
 def _numpy_two_towers(config, params, grads_seq, steps_per_epoch):
-    """AdamW (image) and RMSprop (neural) with per-tower clipping, written out in numpy."""
+    """AdamW (image), RMSprop + decoupled weight decay (neural), per-tower clipping, in numpy."""
     schedules = train.make_schedules(config, steps_per_epoch)
     im, ne = config.optim.image, config.optim.neural
     p = {k: v.astype(np.float64) for k, v in params.items()}
@@ -311,8 +315,9 @@ def _numpy_two_towers(config, params, grads_seq, steps_per_epoch):
         )
         lr = float(schedules["neural"](t - 1, np))
         v["neural_tower"] = ne.decay * v["neural_tower"] + (1 - ne.decay) * g["neural_tower"] ** 2
-        p["neural_tower"] = p["neural_tower"] - lr * g["neural_tower"] / (
-            np.sqrt(v["neural_tower"]) + ne.eps
+        p["neural_tower"] = p["neural_tower"] - lr * (
+            g["neural_tower"] / (np.sqrt(v["neural_tower"]) + ne.eps)
+            + ne.weight_decay * p["neural_tower"]
         )
     return p
 
@@ -320,6 +325,7 @@ def _numpy_two_towers(config, params, grads_seq, steps_per_epoch):
 def test_optimizer_is_adamw_on_images_and_rmsprop_on_neurons(tiny_config):
     config = tiny_config.copy_and_resolve_references()
     config.optim.image.weight_decay = 0.3
+    config.optim.neural.weight_decay = 0.2
     config.optim.image.clip_norm = 1.0
     config.optim.neural.clip_norm = 0.5
     rng = np.random.default_rng(0)
@@ -361,3 +367,27 @@ def test_training_split_smaller_than_a_batch_is_rejected(
     monkeypatch.setattr(pipeline, "load_dataset", lambda *a, **k: tiny_dataset)
     with pytest.raises(ValueError, match="smaller than one batch"):
         train.train_and_evaluate(config, tmp_path / "run")
+
+
+def test_training_responses_halves_and_neuron_dropout(tiny_dataset):
+    rows = np.asarray(tiny_dataset.split.train[:16])
+    draw = functools.partial(train.training_responses, tiny_dataset, rows, seed=3, batch_index=1)
+    plain = draw(source="mean", neuron_dropout=0.0, epoch=0)
+    np.testing.assert_array_equal(plain, tiny_dataset.responses[rows])
+    # "halves": every example is exactly one of its two half-means, and both halves occur.
+    halves = draw(source="halves", neuron_dropout=0.0, epoch=0)
+    first = np.all(halves == tiny_dataset.halves[0, rows], axis=1)
+    second = np.all(halves == tiny_dataset.halves[1, rows], axis=1)
+    assert np.all(first | second) and first.any() and second.any()
+    # The draw is a pure function of (seed, epoch, batch index): a resumed run sees the same.
+    np.testing.assert_array_equal(halves, draw(source="halves", neuron_dropout=0.0, epoch=0))
+    assert not np.array_equal(halves, draw(source="halves", neuron_dropout=0.0, epoch=1))
+    # Dropout zeroes about p of the entries and rescales the kept ones by 1 / (1 - p).
+    dropped = draw(source="mean", neuron_dropout=0.25, epoch=0)
+    kept = dropped != 0
+    assert 0.65 < kept[plain != 0].mean() < 0.85
+    np.testing.assert_allclose(dropped[kept], plain[kept] / 0.75, rtol=1e-6)
+    with pytest.raises(ValueError, match="train.responses"):
+        draw(source="single", neuron_dropout=0.0, epoch=0)
+    with pytest.raises(ValueError, match="neuron_dropout"):
+        draw(source="mean", neuron_dropout=1.0, epoch=0)
