@@ -369,6 +369,14 @@ def _process_rows(rows: np.ndarray) -> np.ndarray:
 RESPONSE_SOURCES = ("mean", "halves")
 
 
+def check_response_options(source: str, neuron_dropout: float) -> None:
+    """Raises ValueError unless ``train.responses`` / ``train.neuron_dropout`` are usable."""
+    if source not in RESPONSE_SOURCES:
+        raise ValueError(f"train.responses must be one of {RESPONSE_SOURCES}, got {source!r}")
+    if not 0.0 <= neuron_dropout < 1.0:
+        raise ValueError(f"train.neuron_dropout must be in [0, 1), got {neuron_dropout}")
+
+
 def training_responses(
     dataset,
     rows: np.ndarray,
@@ -388,10 +396,7 @@ def training_responses(
     batch_index) over the whole global batch: the same on any number of devices and after a
     resume. Validation and test always see the plain means.
     """
-    if source not in RESPONSE_SOURCES:
-        raise ValueError(f"train.responses must be one of {RESPONSE_SOURCES}, got {source!r}")
-    if not 0.0 <= neuron_dropout < 1.0:
-        raise ValueError(f"train.neuron_dropout must be in [0, 1), got {neuron_dropout}")
+    check_response_options(source, neuron_dropout)
     rng = np.random.default_rng([int(seed), int(epoch), int(batch_index), 2])
     if source == "halves":
         responses = dataset.halves[rng.integers(0, 2, size=len(rows)), rows]
@@ -702,6 +707,8 @@ class _Loop:
         self.config = config
         self.workdir = workdir
         self.primary = jax.process_index() == 0
+        # Checked before anything is loaded or written.
+        check_response_options(config.train.responses, float(config.train.neuron_dropout))
         self.dataset = dataset = pipeline.load_dataset(config, workdir=workdir)
         if self.primary:
             _write_json_once(
@@ -726,20 +733,9 @@ class _Loop:
         self.num_epochs = int(config.train.num_epochs)
         self.log_every = max(int(config.train.log_every), 1)
         self.checkpoint_every = max(int(config.train.checkpoint_every_steps), 1)
-        # Augmented training responses (train.responses / train.neuron_dropout); checked up front.
         self.augmented = (
             config.train.responses != "mean" or float(config.train.neuron_dropout) > 0.0
         )
-        if self.augmented:
-            training_responses(
-                dataset,
-                self.train_rows[:1],
-                source=config.train.responses,
-                neuron_dropout=float(config.train.neuron_dropout),
-                seed=0,
-                epoch=0,
-                batch_index=0,
-            )
 
         model = build_model(
             config, dataset.n_neurons, image_mean=dataset.image_mean, image_std=dataset.image_std

@@ -36,6 +36,15 @@ def test_unknown_config_key_is_a_one_line_error(tmp_path):
     _assert_one_line_error(result, "no_such_key")
 
 
+def test_bad_training_option_is_a_one_line_error_and_writes_nothing(tmp_path):
+    workdir = tmp_path / "run"
+    result = _run_cli(
+        "--config", "configs/tiny.py", "--workdir", str(workdir), "--config.train.responses=trials"
+    )
+    _assert_one_line_error(result, "configs/tiny.py", "train.responses", "'trials'")
+    assert not workdir.exists()
+
+
 def test_missing_config_file_is_a_one_line_error(tmp_path):
     result = _run_cli("--config", "configs/does_not_exist.py", "--workdir", str(tmp_path))
     _assert_one_line_error(result, "does_not_exist.py")
