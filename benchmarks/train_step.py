@@ -10,7 +10,7 @@ last). It prints the device, the allocator settings, the compile time, the step 
 examples per second. Sizes:
 
 * ``tiny``: configs/tiny.py (batch 16, N = 48);
-* ``synthetic``: configs/synthetic.py (batch 128, N = 2,000);
+* ``synthetic``: configs/synthetic.py (its batch, 32; N = 2,000);
 * ``paper``: the base config (the paper's model, N = 10,000 neurons) at ``--paper-batch``
   (default: 8 on a CPU, the paper's 128 on a GPU/TPU).
 
