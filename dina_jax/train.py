@@ -733,9 +733,6 @@ class _Loop:
         self.num_epochs = int(config.train.num_epochs)
         self.log_every = max(int(config.train.log_every), 1)
         self.checkpoint_every = max(int(config.train.checkpoint_every_steps), 1)
-        self.augmented = (
-            config.train.responses != "mean" or float(config.train.neuron_dropout) > 0.0
-        )
 
         model = build_model(
             config, dataset.n_neurons, image_mean=dataset.image_mean, image_std=dataset.image_std
@@ -838,17 +835,15 @@ class _Loop:
             for batch_index, rows in enumerate(batches):
                 if batch_index < progress["batches_done"]:
                     continue  # applied before the restart
-                responses = None
-                if self.augmented:
-                    responses = training_responses(
-                        self.dataset,
-                        rows,
-                        source=self.config.train.responses,
-                        neuron_dropout=float(self.config.train.neuron_dropout),
-                        seed=int(self.config.seed),
-                        epoch=epoch,
-                        batch_index=batch_index,
-                    )
+                responses = training_responses(
+                    self.dataset,
+                    rows,
+                    source=self.config.train.responses,
+                    neuron_dropout=float(self.config.train.neuron_dropout),
+                    seed=int(self.config.seed),
+                    epoch=epoch,
+                    batch_index=batch_index,
+                )
                 images, responses = _device_batch(self.dataset, rows, responses)
                 self.rstate, metrics = self.p_train(self.rstate, images, responses)
                 step = progress["step"] + 1
