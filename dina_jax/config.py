@@ -143,6 +143,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     optim.neural.eps_in_sqrt = False  # False: g / (sqrt(nu) + eps), as PyTorch's RMSprop.
     optim.neural.momentum = 0.0  # RMSprop momentum.
     optim.neural.weight_decay = 0.0  # Decoupled weight decay (x lr), as AdamW's; paper: none.
+    # Leaves it acts on: "all" (as AdamW on the image tower) or "kernels" (weight matrices only;
+    # not the per-neuron embedding and aggregation vectors or the biases).
+    optim.neural.weight_decay_on = "all"
     optim.neural.warmup_epochs = 2.0  # Linear warmup length, then cosine decay.
     optim.neural.end_factor = 0.01  # Final learning rate as a fraction of the peak.
     optim.neural.clip_norm = 1.0  # Global gradient-norm clipping of this tower (0 disables).
@@ -158,6 +161,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     # Neuron dropout on the training responses: each (example, neuron) entry is zeroed with this
     # probability and the rest scaled by 1 / (1 - p). The paper mentions no dropout: 0.
     train.neuron_dropout = 0.0
+    # Exponential moving average of the parameters (decay per step; 0 = none, as in the paper).
+    # When > 0, validation, early stopping, the `best` checkpoint and every analysis use the EMA.
+    train.ema_decay = 0.0
     train.patience = 15  # Early stopping: epochs without a better validation loss.
     train.log_every = 10  # Log training metrics every this many steps (step 1 included).
     train.checkpoint_every_steps = 50  # Also save `latest` this often inside an epoch (resume).

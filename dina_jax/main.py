@@ -72,10 +72,10 @@ def run(config, workdir: str, mode: str = "all") -> dict:
 
     results: dict = {}
     if mode in ("train", "all"):
-        from dina_jax.train import check_response_options
+        from dina_jax.train import check_train_options
 
         # A bad training option fails here, before the workdir is written to.
-        check_response_options(config.train.responses, float(config.train.neuron_dropout))
+        check_train_options(config)
     if mode in ("data", "train", "all") or not os.path.exists(os.path.join(workdir, "config.json")):
         # Evaluating or analysing an existing run must not replace the record of its training.
         write_config(config, workdir)
@@ -119,10 +119,10 @@ def main(argv: list[str]) -> None:
     # Multi-host: jax.distributed must be initialized before anything touches a backend.
     maybe_initialize_distributed(config)
     print(f"JAX {jax.__version__} devices: {jax.devices()}", flush=True)
-    from dina_jax.train import check_response_options
+    from dina_jax.train import check_train_options
 
     try:
-        check_response_options(config.train.responses, float(config.train.neuron_dropout))
+        check_train_options(config)
     except ValueError as error:
         _fail(f"{flags.FLAGS['config'].config_filename}: {error}")
     try:

@@ -16,6 +16,10 @@ Multi-host (TPU pods, several GPU hosts): set ``config.train.distributed`` and e
 calls ``jax.distributed.initialize()`` first; every process draws the same global batch order and
 feeds its own contiguous share of each batch to its local devices; the gather spans all hosts.
 
+With ``config.train.ema_decay`` > 0 the state also keeps an exponential moving average of the
+parameters (updated inside the compiled step); validation, early stopping, the ``best``
+checkpoint and everything evaluated from a checkpoint then use the average.
+
 The loop checkpoints ``latest`` every ``config.train.checkpoint_every_steps`` steps and at every
 epoch end (train state, RNG, epoch and position inside it, early-stopping state, config, split and
 the data's normalization statistics), and ``best`` whenever the validation loss improves. Batch
@@ -77,6 +81,9 @@ class TrainState(struct.PyTreeNode):
         ``fold_in(fold_in(rng, s), d)``.
       apply_fn: ``model.apply`` (static).
       tx: the optimizer (static).
+      ema_params: exponential moving average of ``params`` (``config.train.ema_decay`` > 0), or
+        ``None``. Validation, early stopping and the ``best`` checkpoint use it when present.
+      ema_decay: the EMA decay d (static); see :func:`ema_update`.
     """
 
     step: jax.Array
@@ -85,11 +92,35 @@ class TrainState(struct.PyTreeNode):
     rng: jax.Array
     apply_fn: Callable = struct.field(pytree_node=False)
     tx: optax.GradientTransformation = struct.field(pytree_node=False)
+    ema_params: Any = None
+    ema_decay: float = struct.field(pytree_node=False, default=0.0)
+
+    @property
+    def eval_params(self):
+        """The parameters that are validated and saved as ``best``: the EMA when it is kept."""
+        return self.params if self.ema_params is None else self.ema_params
 
     def apply_gradients(self, grads) -> TrainState:
         updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
         params = optax.apply_updates(self.params, updates)
-        return self.replace(step=self.step + 1, params=params, opt_state=opt_state)
+        step = self.step + 1
+        ema = self.ema_params
+        if ema is not None:
+            ema = ema_update(ema, params, step, self.ema_decay)
+        return self.replace(step=step, params=params, opt_state=opt_state, ema_params=ema)
+
+
+def ema_update(ema, params, step, decay: float):
+    """One step of the parameter EMA: ``ema <- w ema + (1 - w) params``.
+
+    ``w = min(decay, (1 + step) / (10 + step))`` after update number ``step`` (1-based), so the
+    average forgets the random initialization within the first tens of steps instead of the
+    1 / (1 - decay) steps a constant weight would need (the warmup of TensorFlow's
+    ExponentialMovingAverage with ``num_updates``). ``decay`` 0 makes the EMA the parameters.
+    """
+    step = jnp.asarray(step, jnp.float32)
+    weight = jnp.minimum(jnp.float32(decay), (1.0 + step) / (10.0 + step))
+    return jax.tree.map(lambda e, p: (weight * e + (1.0 - weight) * p).astype(e.dtype), ema, params)
 
 
 # ------------------------------------------------------------------------------------ optimizer
@@ -151,6 +182,29 @@ def _clipped(clip_norm: float, transform: optax.GradientTransformation):
     return transform
 
 
+WEIGHT_DECAY_TARGETS = ("kernels", "all")
+
+
+def _decay_mask(target: str):
+    """Mask of the leaves a decoupled weight decay acts on: ``None`` (all) or a callable.
+
+    "kernels": only the weight matrices of dense / conv layers (leaves named ``kernel``); biases,
+    norms and per-neuron vectors such as the neural tower's embedding and aggregation weights
+    keep their scale.
+    """
+    if target not in WEIGHT_DECAY_TARGETS:
+        raise ValueError(f"weight_decay_on must be one of {WEIGHT_DECAY_TARGETS}, got {target!r}")
+    if target == "all":
+        return None
+
+    def mask(params):
+        return jax.tree_util.tree_map_with_path(
+            lambda path, _: getattr(path[-1], "key", None) == "kernel", params
+        )
+
+    return mask
+
+
 def make_optimizer(
     config: ml_collections.ConfigDict, params, steps_per_epoch: int
 ) -> optax.GradientTransformation:
@@ -172,7 +226,9 @@ def make_optimizer(
             decay=float(neural.decay), eps=float(neural.eps), eps_in_sqrt=bool(neural.eps_in_sqrt)
         ),
         optax.trace(decay=float(neural.momentum)) if neural.momentum else optax.identity(),
-        optax.add_decayed_weights(float(neural.weight_decay)),
+        optax.add_decayed_weights(
+            float(neural.weight_decay), mask=_decay_mask(neural.weight_decay_on)
+        ),
         optax.scale_by_learning_rate(schedules["neural"]),
     )
     return optax.multi_transform(
@@ -209,6 +265,7 @@ def create_train_state(
     if config.model.pretrained_path:
         params = load_pretrained(params, config.model.pretrained_path)
     tx = make_optimizer(config, params, steps_per_epoch)
+    ema_decay = float(config.train.ema_decay)
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
@@ -216,6 +273,8 @@ def create_train_state(
         rng=state_rng,
         apply_fn=model.apply,
         tx=tx,
+        ema_params=jax.tree.map(jnp.copy, params) if ema_decay > 0 else None,
+        ema_decay=ema_decay,
     )
 
 
@@ -375,6 +434,19 @@ def check_response_options(source: str, neuron_dropout: float) -> None:
         raise ValueError(f"train.responses must be one of {RESPONSE_SOURCES}, got {source!r}")
     if not 0.0 <= neuron_dropout < 1.0:
         raise ValueError(f"train.neuron_dropout must be in [0, 1), got {neuron_dropout}")
+
+
+def check_train_options(config: ml_collections.ConfigDict) -> None:
+    """Raises ValueError unless the training options of ``config`` are usable."""
+    train = config.train
+    check_response_options(train.responses, float(train.neuron_dropout))
+    if not 0.0 <= float(train.ema_decay) < 1.0:
+        raise ValueError(f"train.ema_decay must be in [0, 1), got {train.ema_decay}")
+    if config.optim.neural.weight_decay_on not in WEIGHT_DECAY_TARGETS:
+        raise ValueError(
+            f"optim.neural.weight_decay_on must be one of {WEIGHT_DECAY_TARGETS}, "
+            f"got {config.optim.neural.weight_decay_on!r}"
+        )
 
 
 def training_responses(
@@ -548,13 +620,21 @@ def _manager(workdir: str, which: str, *, create: bool) -> ocp.CheckpointManager
 
 
 def _state_dict(state: TrainState) -> dict:
-    """The arrays of a state that a checkpoint stores."""
-    return {
-        "params": state.params,
+    """The arrays of a state that a checkpoint stores.
+
+    ``params`` (the checkpoint's ``params`` item, what :func:`restore` returns) are the
+    parameters to evaluate: the EMA when one is kept. The optimizer's own parameters then travel
+    in the ``train`` item as ``train_params``, next to the optimizer state.
+    """
+    arrays = {
+        "params": state.eval_params,
         "opt_state": state.opt_state,
         "step": state.step,
         "rng": state.rng,
     }
+    if state.ema_params is not None:
+        arrays["train_params"] = state.params
+    return arrays
 
 
 def _host_state(replicated_state: TrainState) -> dict:
@@ -563,7 +643,7 @@ def _host_state(replicated_state: TrainState) -> dict:
 
 
 def _save(manager: ocp.CheckpointManager, host_state: dict, meta: dict) -> None:
-    train_item = {k: host_state[k] for k in ("opt_state", "step", "rng")}
+    train_item = {k: v for k, v in host_state.items() if k != "params"}
     manager.save(
         int(host_state["step"]),
         args=ocp.args.Composite(
@@ -580,18 +660,24 @@ def _restore_into(manager: ocp.CheckpointManager, state: TrainState) -> tuple[Tr
     """Restores the newest finalized step of ``manager`` into the structure of ``state``."""
     step = manager.latest_step()
     abstract = functools.partial(jax.tree.map, ocp.utils.to_shape_dtype_struct)
-    template_train = {"opt_state": state.opt_state, "step": state.step, "rng": state.rng}
+    template = _state_dict(state)
+    template_train = {k: v for k, v in template.items() if k != "params"}
     restored = manager.restore(
         step,
         args=ocp.args.Composite(
-            params=ocp.args.StandardRestore(abstract(state.params)),
+            params=ocp.args.StandardRestore(abstract(template["params"])),
             train=ocp.args.StandardRestore(abstract(template_train)),
             meta=ocp.args.JsonRestore(),
         ),
     )
     train = restored["train"]
+    if state.ema_params is None:
+        params, ema_params = restored["params"], None
+    else:
+        params, ema_params = train["train_params"], restored["params"]
     state = state.replace(
-        params=restored["params"],
+        params=params,
+        ema_params=ema_params,
         opt_state=train["opt_state"],
         step=jnp.asarray(train["step"], jnp.int32),
         rng=jnp.asarray(train["rng"]),
@@ -708,7 +794,7 @@ class _Loop:
         self.workdir = workdir
         self.primary = jax.process_index() == 0
         # Checked before anything is loaded or written.
-        check_response_options(config.train.responses, float(config.train.neuron_dropout))
+        check_train_options(config)
         self.dataset = dataset = pipeline.load_dataset(config, workdir=workdir)
         if self.primary:
             _write_json_once(
@@ -768,6 +854,14 @@ class _Loop:
         self.last_saved_step = self.latest.latest_step()
 
     def _resume(self, state: TrainState) -> TrainState:
+        saved = self.latest.restore(
+            self.latest.latest_step(), args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+        )["meta"]["config"]["train"].get("ema_decay", 0.0)
+        if (float(saved) > 0) != (state.ema_params is not None):
+            raise ValueError(
+                f"{self.workdir}: its checkpoint was trained with train.ema_decay={saved}, this "
+                f"config has {self.config.train.ema_decay}; use a new workdir"
+            )
         state, meta = _restore_into(self.latest, state)
         if meta["split"] != self.static_meta["split"]:
             raise ValueError(
@@ -886,7 +980,11 @@ class _Loop:
         """Validation loss, early stopping, the epoch record and the epoch-end checkpoints."""
         progress, epoch, step = self.progress, int(self.progress["epoch"]), self.progress["step"]
         val = evaluate_loss(
-            self.p_eval, self.rstate.params, self.dataset, self.dataset.split.val, self.batch_size
+            self.p_eval,
+            self.rstate.eval_params,
+            self.dataset,
+            self.dataset.split.val,
+            self.batch_size,
         )
         val_loss = val.pop("loss")
         improved = math.isfinite(val_loss) and (

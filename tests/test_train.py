@@ -10,6 +10,7 @@ import functools
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -57,8 +58,11 @@ def _cli(workdir, config, *overrides):
         str(workdir),
         "--mode=train",
         f"--config.data.cache_dir={config.data.cache_dir}",
-        # Augmented training responses, so that the resume test covers their random draws.
+        # Augmented training responses, so that the resume test covers their random draws, and
+        # a parameter EMA, so that it covers the EMA's checkpointing (and the fresh-process test
+        # that validation and `best` use the EMA).
         "--config.train.neuron_dropout=0.1",
+        "--config.train.ema_decay=0.9",
         *overrides,
     ]
 
@@ -215,6 +219,7 @@ config = module.get_config()
 config.data.cache_dir = cache_dir
 config.train.evaluate_at_end = False
 config.train.neuron_dropout = 0.1  # as the clean run (_cli)
+config.train.ema_decay = 0.9
 load_dataset = pipeline.load_dataset
 
 def poisoned(config, *, workdir=None):
@@ -326,6 +331,7 @@ def test_optimizer_is_adamw_on_images_and_rmsprop_on_neurons(tiny_config):
     config = tiny_config.copy_and_resolve_references()
     config.optim.image.weight_decay = 0.3
     config.optim.neural.weight_decay = 0.2
+    config.optim.neural.weight_decay_on = "all"  # the flat test arrays are not named "kernel"
     config.optim.image.clip_norm = 1.0
     config.optim.neural.clip_norm = 0.5
     rng = np.random.default_rng(0)
@@ -350,6 +356,67 @@ def test_optimizer_is_adamw_on_images_and_rmsprop_on_neurons(tiny_config):
         np.testing.assert_allclose(current[key], expected[key], rtol=2e-6, atol=1e-9)
 
 
+def test_parameter_ema_follows_its_recursion_and_is_what_best_stores():
+    rng = np.random.default_rng(1)
+    params = {
+        "image_tower": rng.normal(size=4).astype(np.float32),
+        "neural_tower": rng.normal(size=3).astype(np.float32),
+    }
+    tx = optax.sgd(0.5)  # large steps, so that the average and the parameters differ
+    state = train.TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=tx.init(params),
+        rng=jax.random.PRNGKey(0),
+        apply_fn=None,
+        tx=tx,
+        ema_params=jax.tree.map(jnp.copy, params),
+        ema_decay=0.6,
+    )
+    ema = {k: v.astype(np.float64) for k, v in params.items()}
+    for t in range(1, 8):
+        grads = {k: rng.normal(size=v.shape).astype(np.float32) for k, v in params.items()}
+        state = state.apply_gradients(grads)
+        weight = min(0.6, (1 + t) / (10 + t))  # 0.18, 0.25, ... then the decay from t = 4
+        for k in ema:
+            ema[k] = weight * ema[k] + (1 - weight) * np.asarray(state.params[k], np.float64)
+    for k in ema:
+        np.testing.assert_allclose(state.ema_params[k], ema[k], rtol=1e-6)
+        assert not np.allclose(state.ema_params[k], state.params[k])
+    # A checkpoint's `params` are the EMA; the optimizer's own parameters ride in `train`.
+    saved = train._state_dict(state)
+    assert saved["params"] is state.ema_params and saved["train_params"] is state.params
+    plain = state.replace(ema_params=None)
+    assert plain.eval_params is plain.params and "train_params" not in train._state_dict(plain)
+
+
+def test_neural_weight_decay_on_kernels_spares_embeddings_and_biases(tiny_config):
+    config = tiny_config.copy_and_resolve_references()
+    config.optim.neural.weight_decay = 5.0
+    config.optim.neural.weight_decay_on = "kernels"
+    n_neurons = 12
+    model = build_model(config, n_neurons)
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 68, 270)), jnp.zeros((1, n_neurons)))[
+        "params"
+    ]
+    tx = train.make_optimizer(config, params, steps_per_epoch=4)
+    zero = jax.tree.map(jnp.zeros_like, params)
+    updates, _ = tx.update(zero, tx.init(params), params)  # zero gradients: decay alone
+    lr = float(train.make_schedules(config, 4)["neural"](0, np))
+    leaves = jax.tree_util.tree_flatten_with_path(updates["neural_tower"])[0]
+    values = jax.tree_util.tree_flatten_with_path(params["neural_tower"])[0]
+    names = set()
+    for (path, update), (_, value) in zip(leaves, values, strict=True):
+        name = path[-1].key
+        names.add(name)
+        expected = -lr * 5.0 * np.asarray(value) if name == "kernel" else np.zeros(value.shape)
+        np.testing.assert_allclose(update, expected, rtol=1e-6, atol=0, err_msg=str(path))
+    assert {"kernel", "bias", "embedding", "aggregation"} <= names
+    config.optim.neural.weight_decay_on = "everything"
+    with pytest.raises(ValueError, match="weight_decay_on"):
+        train.make_optimizer(config, params, steps_per_epoch=4)
+
+
 def test_evaluation_batches_score_every_row_once():
     rows = np.arange(100, 137)
     batches = list(train.evaluation_batches(rows, 16))
@@ -367,6 +434,15 @@ def test_training_split_smaller_than_a_batch_is_rejected(
     monkeypatch.setattr(pipeline, "load_dataset", lambda *a, **k: tiny_dataset)
     with pytest.raises(ValueError, match="smaller than one batch"):
         train.train_and_evaluate(config, tmp_path / "run")
+
+
+def test_resuming_with_the_ema_switched_off_is_refused(full_run, tiny_config, tmp_path):
+    workdir = tmp_path / "copy"
+    shutil.copytree(full_run, workdir)
+    config = tiny_config.copy_and_resolve_references()
+    config.train.neuron_dropout = 0.1  # as the clean run (_cli), which kept an EMA
+    with pytest.raises(ValueError, match="ema_decay=0.9"):
+        train.train_and_evaluate(config, workdir)
 
 
 def test_training_responses_halves_and_neuron_dropout(tiny_dataset):
