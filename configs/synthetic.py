@@ -45,6 +45,14 @@ def get_config():
     config.optim.image.warmup_epochs = 0.5
     config.optim.neural.learning_rate = 1e-3
     config.optim.neural.warmup_epochs = 0.5
+    # At batch 32 the demo overfits: the training loss falls to ~0.05 while the validation loss
+    # stops near 1.8-2.0 (log 32 = 3.47). Decoupled weight decay on every neural-tower leaf and a
+    # parameter EMA for validation and `best` (neither is in the paper). Best validation loss,
+    # seed 0 / seed 1: without them 1.76 / 2.01; with both 1.27 / 1.65. Test top-1 over seeds
+    # 0-4 in docs/decisions.md ("Demo over seeds"). Weight decay 10 collapses.
+    config.optim.neural.weight_decay = 3.0
+    config.optim.neural.weight_decay_on = "all"
+    config.train.ema_decay = 0.99
     # The analyses of the demo run on 16 test stimuli with occlusion centres every 4 px (the
     # paper's 280 stimuli at stride 2 take hours on a CPU; those stay the defaults of the real
     # configs): measured ~11 s of occlusion per stimulus on the 2-core machine.
