@@ -193,7 +193,9 @@ def _decay_mask(target: str):
     keep their scale.
     """
     if target not in WEIGHT_DECAY_TARGETS:
-        raise ValueError(f"weight_decay_on must be one of {WEIGHT_DECAY_TARGETS}, got {target!r}")
+        raise ValueError(
+            f"optim.neural.weight_decay_on must be one of {WEIGHT_DECAY_TARGETS}, got {target!r}"
+        )
     if target == "all":
         return None
 
@@ -442,11 +444,7 @@ def check_train_options(config: ml_collections.ConfigDict) -> None:
     check_response_options(train.responses, float(train.neuron_dropout))
     if not 0.0 <= float(train.ema_decay) < 1.0:
         raise ValueError(f"train.ema_decay must be in [0, 1), got {train.ema_decay}")
-    if config.optim.neural.weight_decay_on not in WEIGHT_DECAY_TARGETS:
-        raise ValueError(
-            f"optim.neural.weight_decay_on must be one of {WEIGHT_DECAY_TARGETS}, "
-            f"got {config.optim.neural.weight_decay_on!r}"
-        )
+    _decay_mask(config.optim.neural.weight_decay_on)  # raises on an unknown target
 
 
 def training_responses(
@@ -657,8 +655,19 @@ def _save(manager: ocp.CheckpointManager, host_state: dict, meta: dict) -> None:
 
 
 def _restore_into(manager: ocp.CheckpointManager, state: TrainState) -> tuple[TrainState, dict]:
-    """Restores the newest finalized step of ``manager`` into the structure of ``state``."""
+    """Restores the newest finalized step of ``manager`` into the structure of ``state``.
+
+    The metadata is read first: a checkpoint saved with an EMA has another ``train`` item than a
+    state without one (and the reverse), which is refused with a clear message.
+    """
     step = manager.latest_step()
+    meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    saved_decay = meta["config"]["train"].get("ema_decay", 0.0)
+    if (float(saved_decay) > 0) != (state.ema_params is not None):
+        raise ValueError(
+            f"{manager.directory}: its checkpoint was trained with train.ema_decay={saved_decay}, "
+            f"this config has {state.ema_decay}; use a new workdir"
+        )
     abstract = functools.partial(jax.tree.map, ocp.utils.to_shape_dtype_struct)
     template = _state_dict(state)
     template_train = {k: v for k, v in template.items() if k != "params"}
@@ -667,7 +676,6 @@ def _restore_into(manager: ocp.CheckpointManager, state: TrainState) -> tuple[Tr
         args=ocp.args.Composite(
             params=ocp.args.StandardRestore(abstract(template["params"])),
             train=ocp.args.StandardRestore(abstract(template_train)),
-            meta=ocp.args.JsonRestore(),
         ),
     )
     train = restored["train"]
@@ -682,7 +690,7 @@ def _restore_into(manager: ocp.CheckpointManager, state: TrainState) -> tuple[Tr
         step=jnp.asarray(train["step"], jnp.int32),
         rng=jnp.asarray(train["rng"]),
     )
-    return state, restored["meta"]
+    return state, meta
 
 
 def config_from_json(data: dict | str) -> ml_collections.ConfigDict:
@@ -854,14 +862,6 @@ class _Loop:
         self.last_saved_step = self.latest.latest_step()
 
     def _resume(self, state: TrainState) -> TrainState:
-        saved = self.latest.restore(
-            self.latest.latest_step(), args=ocp.args.Composite(meta=ocp.args.JsonRestore())
-        )["meta"]["config"]["train"].get("ema_decay", 0.0)
-        if (float(saved) > 0) != (state.ema_params is not None):
-            raise ValueError(
-                f"{self.workdir}: its checkpoint was trained with train.ema_decay={saved}, this "
-                f"config has {self.config.train.ema_decay}; use a new workdir"
-            )
         state, meta = _restore_into(self.latest, state)
         if meta["split"] != self.static_meta["split"]:
             raise ValueError(

@@ -38,25 +38,15 @@ def test_unknown_config_key_is_a_one_line_error(tmp_path):
 
 def test_bad_training_option_is_a_one_line_error_and_writes_nothing(tmp_path):
     workdir = tmp_path / "run"
-    result = _run_cli(
-        "--config", "configs/tiny.py", "--workdir", str(workdir), "--config.train.responses=trials"
-    )
-    _assert_one_line_error(result, "configs/tiny.py", "train.responses", "'trials'")
-    assert not workdir.exists()
-    result = _run_cli(
-        "--config", "configs/tiny.py", "--workdir", str(workdir), "--config.train.ema_decay=1.0"
-    )
-    _assert_one_line_error(result, "configs/tiny.py", "train.ema_decay", "[0, 1)")
-    assert not workdir.exists()
-    result = _run_cli(
-        "--config",
-        "configs/tiny.py",
-        "--workdir",
-        str(workdir),
-        "--config.optim.neural.weight_decay_on=biases",
-    )
-    _assert_one_line_error(result, "configs/tiny.py", "weight_decay_on", "'biases'")
-    assert not workdir.exists()
+    cases = [
+        ("--config.train.responses=trials", ("train.responses", "'trials'")),
+        ("--config.train.ema_decay=1.0", ("train.ema_decay", "[0, 1)")),
+        ("--config.optim.neural.weight_decay_on=biases", ("weight_decay_on", "'biases'")),
+    ]
+    for override, fragments in cases:
+        result = _run_cli("--config", "configs/tiny.py", "--workdir", str(workdir), override)
+        _assert_one_line_error(result, "configs/tiny.py", *fragments)
+        assert not workdir.exists()
 
 
 def test_missing_config_file_is_a_one_line_error(tmp_path):
