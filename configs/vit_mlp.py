@@ -2,7 +2,7 @@
 
 Same data, loss, optimizers and schedule as configs/m1.py; only the model differs. The ViT has
 4 x 4 patches of the 64 x 256 resized image (16 x 64 tokens, one output value per token), width
-192, 6 blocks, 3 heads (config.model.baseline.vit_*). Trains from scratch unless
+192, 6 blocks, 3 heads (config.model.vit). Trains from scratch unless
 --config.model.pretrained_path points at a local .npz of weights (see
 dina_jax.models.load_pretrained).
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from dina_jax.config import get_base_config
+from dina_jax.config import get_base_config, load_config
 from dina_jax.data.stringer import DataError
 from dina_jax.models import (
     MODEL_BUILDERS,
@@ -141,13 +141,13 @@ def test_paper_size_dina_shapes_and_parameter_counts():
 def test_paper_size_vgg16_mlp_parameter_counts():
     config, params, (z_img, z_neu, _) = _paper_params("vgg16_mlp")
     assert z_img.shape == z_neu.shape == (2, 16, 64)
-    baseline = config.model.baseline
+    vgg = config.model.vgg16
     total, c_in = 0, 1
-    for width, depth in zip(baseline.vgg_widths, baseline.vgg_depths, strict=True):
+    for width, depth in zip(vgg.widths, vgg.depths, strict=True):
         for _ in range(depth):
             total += 9 * c_in * width + width
             c_in = width
-    total += c_in * baseline.head_hidden + 2 * baseline.head_hidden + 1
+    total += c_in * vgg.head_hidden + 2 * vgg.head_hidden + 1
     assert _count(params["image_tower"]) == total == 14_746_433
     readout = 10_000 * 1024 + 1024 + 1024 * 1024 + 1024
     assert _count(params["neural_tower"]) == readout == 11_290_624
@@ -156,19 +156,17 @@ def test_paper_size_vgg16_mlp_parameter_counts():
 def test_paper_size_vit_mlp_parameter_counts():
     config, params, (z_img, _, _) = _paper_params("vit_mlp")
     assert z_img.shape == (2, 16, 64)
-    b = config.model.baseline
-    dim, ratio, tokens = b.vit_dim, b.vit_mlp_ratio, 16 * 64
+    b = config.model.vit
+    dim, ratio, tokens = b.dim, b.mlp_ratio, 16 * 64
     per_block = 4 * dim + (3 * dim * dim + 3 * dim) + (dim * dim + dim)
     per_block += (dim * ratio * dim + ratio * dim) + (ratio * dim * dim + dim)
-    total = b.vit_patch[0] * b.vit_patch[1] * dim + dim + tokens * dim
-    total += b.vit_depth * per_block + 2 * dim + dim * b.head_hidden + 2 * b.head_hidden + 1
+    total = b.patch[0] * b.patch[1] * dim + dim + tokens * dim
+    total += b.depth * per_block + 2 * dim + dim * b.head_hidden + 2 * b.head_hidden + 1
     assert _count(params["image_tower"]) == total == 2_881_857
 
 
 def test_synthetic_config_builds_at_its_size():
-    from conftest import load_config_file
-
-    config = load_config_file("synthetic")
+    config = load_config("synthetic")
     model = build_model(config, config.data.synthetic.n_neurons)
     images = jax.ShapeDtypeStruct((4, 68, 270), jnp.float32)
     responses = jax.ShapeDtypeStruct((4, config.data.synthetic.n_neurons), jnp.float32)
@@ -272,15 +270,21 @@ def _gelu(x):
     return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
 
 
-def _numpy_neural_tower(params, responses, keep, d_model, residual=True):
-    """Eq. 4–9 and the MLP in float64, written from the paper (plus the optional skip)."""
+def _numpy_neural_tower(params, responses, keep, d_model, residual=True, uniform=False):
+    """Eq. 4–9 and the MLP in float64, written from the paper (plus the optional skip).
+
+    ``uniform``: every kept neuron gets the same attention weight (the "uniform" mixer).
+    """
     p = jax.tree.map(lambda x: np.asarray(x, np.float64), params)
+    attention = p["population_attention"]
     r = np.asarray(responses, np.float64)
     embedded = r[:, :, None] * p["embedding"][None]  # Eq. 4
-    q = embedded @ p["query"]["kernel"]  # Eq. 6
-    k = embedded @ p["key"]["kernel"]
-    v = embedded @ p["value"]["kernel"]
+    q = embedded @ attention["query"]["kernel"]  # Eq. 6
+    k = embedded @ attention["key"]["kernel"]
+    v = embedded @ attention["value"]["kernel"]
     logits = q @ np.swapaxes(k, 1, 2) / np.sqrt(d_model)  # Eq. 7
+    if uniform:
+        logits = np.zeros_like(logits)
     logits = np.where(keep[None, None, :], logits, -np.inf)
     probs = np.exp(logits - logits.max(-1, keepdims=True))
     probs /= probs.sum(-1, keepdims=True)
@@ -291,7 +295,7 @@ def _numpy_neural_tower(params, responses, keep, d_model, residual=True):
     return out.reshape(r.shape[0], 2, 4), probs
 
 
-def _tower(n, attention="blockwise", residual=True):
+def _tower(n, attention="blockwise", residual=True, mixer="softmax"):
     return NeuralTower(
         n_neurons=n,
         d_model=8,
@@ -300,7 +304,25 @@ def _tower(n, attention="blockwise", residual=True):
         attention=attention,
         block_size=5,
         residual=residual,
+        mixer=mixer,
     )
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_uniform_mixer_is_eq_7_with_equal_weights_on_the_trained_parameters(masked):
+    """The uniform mixer reads the softmax tower's parameters and weights kept neurons equally."""
+    n = 11
+    responses = _responses(8, 2, n)
+    params = _tower(n).init(jax.random.PRNGKey(3), responses)["params"]
+    keep = np.ones(n, bool)
+    if masked:
+        keep[[0, 5]] = False
+    uniform = _tower(n, mixer="uniform")
+    out = uniform.apply({"params": params}, responses, neuron_mask=keep if masked else None)
+    expected, _ = _numpy_neural_tower(params, responses, keep, 8, uniform=True)
+    np.testing.assert_allclose(out, expected, atol=ATOL)
+    with pytest.raises(ValueError, match="unknown model.neural.mixer 'mean'"):
+        _tower(n, mixer="mean").init(jax.random.PRNGKey(0), responses)
 
 
 @pytest.mark.parametrize(

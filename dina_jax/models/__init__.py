@@ -7,6 +7,8 @@
     z_img, z_neu, aux = model.apply({"params": params}, images, responses)
 
 ``MODEL_BUILDERS`` maps ``config.model.name`` to its builder (an explicit dict, no registry).
+Each tower is built from its own config block (``ImageTower(**config.model.image, ...)``), so
+a new architecture field is one line in the module and one in ``dina_jax/config.py``.
 """
 
 from __future__ import annotations
@@ -20,15 +22,23 @@ from dina_jax.models.attention import attention_histogram, dot_product_attention
 from dina_jax.models.baselines import MLPReadout, VGG16Encoder, ViTEncoder
 from dina_jax.models.dual_tower import DualTower, init_params, load_pretrained, save_pretrained
 from dina_jax.models.image_tower import PATHWAYS, ImageTower
-from dina_jax.models.neural_tower import NeuralTower
+from dina_jax.models.neural_tower import (
+    MIXERS,
+    NeuralTower,
+    PopulationAttention,
+    UniformMixing,
+)
 
 __all__ = [
+    "MIXERS",
     "MODEL_BUILDERS",
     "PATHWAYS",
     "DualTower",
     "ImageTower",
     "MLPReadout",
     "NeuralTower",
+    "PopulationAttention",
+    "UniformMixing",
     "VGG16Encoder",
     "ViTEncoder",
     "attention_histogram",
@@ -40,94 +50,54 @@ __all__ = [
 ]
 
 
-def _dtype(config: ml_collections.ConfigDict):
-    return jnp.dtype(config.model.dtype)
+def _block(section: ml_collections.ConfigDict) -> dict:
+    """A config block as module keyword arguments (lists from JSON become hashable tuples)."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in section.items()}
 
 
-def _image_input(config: ml_collections.ConfigDict, image_mean: float, image_std: float) -> dict:
+def _image_inputs(config: ml_collections.ConfigDict, image_mean: float, image_std: float) -> dict:
+    """What every image encoder takes besides its own block: input statistics, grid, dtype."""
     return {
         "image_mean": float(image_mean),
         "image_std": float(image_std),
-        "resize_hw": tuple(config.model.image.resize_hw),
-        "dtype": _dtype(config),
+        "resize_hw": tuple(config.model.resize_hw),
+        "dtype": jnp.dtype(config.model.dtype),
     }
 
 
-def _neural_tower(config, n_neurons: int) -> NeuralTower:
-    neural = config.model.neural
-    return NeuralTower(
-        n_neurons=int(n_neurons),
-        d_model=neural.d_model,
-        num_heads=neural.num_heads,
-        mlp_hidden=neural.mlp_hidden,
-        residual=bool(neural.residual),
-        latent_hw=tuple(config.model.latent_hw),
-        attention=neural.attention,
-        block_size=neural.block_size,
-        dtype=_dtype(config),
-    )
-
-
-def _mlp_readout(config, n_neurons: int) -> MLPReadout:
-    return MLPReadout(
-        n_neurons=int(n_neurons),
-        mlp_hidden=config.model.baseline.mlp_hidden,
-        latent_hw=tuple(config.model.latent_hw),
-        dtype=_dtype(config),
-    )
+def _neural_inputs(config: ml_collections.ConfigDict, n_neurons: int) -> dict:
+    return {
+        "n_neurons": int(n_neurons),
+        "latent_hw": tuple(config.model.latent_hw),
+        "dtype": jnp.dtype(config.model.dtype),
+    }
 
 
 def build_dina(config, n_neurons: int, *, image_mean: float, image_std: float) -> DualTower:
     """DS-Net dual-stream image tower + attention neural tower (the paper's model)."""
-    image = config.model.image
     image_tower = ImageTower(
-        stem_channels=image.stem_channels,
-        channels=tuple(image.channels),
-        depths=tuple(image.depths),
-        num_heads=tuple(image.num_heads),
-        global_pool=image.global_pool,
-        mlp_ratio=image.mlp_ratio,
-        local_kernel=image.local_kernel,
-        head_hidden=image.head_hidden,
-        stem_kernel=image.stem_kernel,
-        merge_kernel=image.merge_kernel,
-        attention=image.attention,
-        block_size=config.model.neural.block_size,
-        **_image_input(config, image_mean, image_std),
+        **_block(config.model.image), **_image_inputs(config, image_mean, image_std)
     )
-    return DualTower(image_tower, _neural_tower(config, n_neurons), tuple(image.input_hw))
+    neural_tower = NeuralTower(**_block(config.model.neural), **_neural_inputs(config, n_neurons))
+    return DualTower(image_tower, neural_tower, tuple(config.model.input_hw))
 
 
 def build_vgg16_mlp(config, n_neurons: int, *, image_mean: float, image_std: float) -> DualTower:
     """VGG-16 image encoder + MLP neural readout (Table 1 baseline)."""
-    baseline = config.model.baseline
     image_tower = VGG16Encoder(
-        widths=tuple(baseline.vgg_widths),
-        depths=tuple(baseline.vgg_depths),
-        pooled_blocks=baseline.vgg_pooled_blocks,
-        head_hidden=baseline.head_hidden,
-        **_image_input(config, image_mean, image_std),
+        **_block(config.model.vgg16), **_image_inputs(config, image_mean, image_std)
     )
-    input_hw = tuple(config.model.image.input_hw)
-    return DualTower(image_tower, _mlp_readout(config, n_neurons), input_hw)
+    readout = MLPReadout(**_block(config.model.readout), **_neural_inputs(config, n_neurons))
+    return DualTower(image_tower, readout, tuple(config.model.input_hw))
 
 
 def build_vit_mlp(config, n_neurons: int, *, image_mean: float, image_std: float) -> DualTower:
     """ViT image encoder + MLP neural readout (Table 1 baseline)."""
-    baseline = config.model.baseline
     image_tower = ViTEncoder(
-        patch=tuple(baseline.vit_patch),
-        dim=baseline.vit_dim,
-        depth=baseline.vit_depth,
-        num_heads=baseline.vit_heads,
-        mlp_ratio=baseline.vit_mlp_ratio,
-        head_hidden=baseline.head_hidden,
-        attention=baseline.vit_attention,
-        block_size=config.model.neural.block_size,
-        **_image_input(config, image_mean, image_std),
+        **_block(config.model.vit), **_image_inputs(config, image_mean, image_std)
     )
-    input_hw = tuple(config.model.image.input_hw)
-    return DualTower(image_tower, _mlp_readout(config, n_neurons), input_hw)
+    readout = MLPReadout(**_block(config.model.readout), **_neural_inputs(config, n_neurons))
+    return DualTower(image_tower, readout, tuple(config.model.input_hw))
 
 
 MODEL_BUILDERS: dict[str, Callable[..., DualTower]] = {

@@ -10,13 +10,16 @@ Decisions where the paper is silent (also in docs/decisions.md):
 - Eq. 6: W_Q, W_K, W_V are d x d without bias, one head with scale 1 / sqrt(d_model), no output
   projection and no normalization. ``num_heads`` > 1 splits d into heads (scale
   1 / sqrt(d / heads)); the default is the paper's 1.
-- Eq. 7 with a residual (``residual=True``, the default): r_i^atten = e_i + [softmax(Q K^T) V]_i,
-  as in every transformer attention layer. Printed literally (``residual=False``), r_i^atten is a
-  convex mix of the value vectors, and while the attention is near uniform (as at initialization)
-  every neuron's r_i^atten is nearly the same population average: u (Eq. 8) then carries little
-  more than a d_model-dimensional projection of the N responses. The residual keeps each neuron's
-  own response in its token; the attention adds the population context on top. On the simulated
-  demo (d_model = 8) test top-1 went from 6.1% to 12.9% with it (docs/decisions.md).
+- Eq. 7 with a residual (``residual=True``): r_i^atten = e_i + [softmax(Q K^T) V]_i, as in every
+  transformer attention layer. Printed literally (``residual=False``), r_i^atten is a convex mix
+  of the value vectors: while the attention is near uniform every neuron's r_i^atten is nearly the
+  same population average, and u (Eq. 8) carries little more than a d_model-dimensional projection
+  of the responses. The skip keeps each neuron's own response in its token (measurements in
+  docs/decisions.md, "Models").
+- The attention is its own submodule, :class:`PopulationAttention` (it owns W_Q, W_K, W_V and
+  exposes ``qk()`` for the Fig. 6b statistics). ``mixer="uniform"`` swaps it for
+  :class:`UniformMixing` (same parameters, every kept neuron weighted equally): applied with a
+  trained tower's parameters it measures what the attention scores contribute.
 - Initialization: w^emb ~ N(0, 1) (e_i has the scale of r_i, like a token embedding);
   w^agg ~ N(0, 1/d) (u_i has the scale of one coordinate of r^atten); W_Q/K/V and the MLP use
   LeCun-normal kernels and zero biases.
@@ -43,6 +46,96 @@ import jax.numpy as jnp
 from dina_jax.models import attention as attention_lib
 
 
+def _split_heads(x: jax.Array, num_heads: int) -> jax.Array:
+    """(B, N, d) -> (B, N, H, d / H)."""
+    return x.reshape(x.shape[:2] + (num_heads, x.shape[2] // num_heads))
+
+
+class PopulationAttention(nn.Module):
+    """Self-attention across the neurons of one population response (Eq. 6-7).
+
+    Attributes:
+      d_model: token width d (Eq. 4).
+      num_heads: heads; the paper's Eq. 7 is a single head (scale 1 / sqrt(d)).
+      implementation: "auto", "blockwise", "materialized" or "cudnn" (see attention.py).
+      block_size: query/key block of the blockwise implementation.
+      dtype: compute dtype; param_dtype: parameter dtype.
+    """
+
+    d_model: int
+    num_heads: int = 1
+    implementation: str = "auto"
+    block_size: int = 512
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    def setup(self):
+        if self.d_model % self.num_heads:
+            raise ValueError(f"d_model {self.d_model} is not divisible by {self.num_heads} heads")
+        dense = {"use_bias": False, "dtype": self.dtype, "param_dtype": self.param_dtype}
+        self.query = nn.Dense(self.d_model, **dense)
+        self.key = nn.Dense(self.d_model, **dense)
+        self.value = nn.Dense(self.d_model, **dense)
+
+    @property
+    def scale(self) -> float:
+        """Logit scale of Eq. 7: 1 / sqrt(d_model) (per head: 1 / sqrt(d_model / heads))."""
+        return 1.0 / math.sqrt(self.d_model // self.num_heads)
+
+    def qk(self, embedded: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Queries and keys of Eq. 6, q pre-scaled: softmax(q k^T) are the probabilities of Eq. 7.
+
+        Args:
+          embedded: (B, N, d) neuron tokens.
+
+        Returns:
+          q, k: (B, N, H, d / H) each.
+        """
+        q = _split_heads(self.query(embedded), self.num_heads) * self.scale
+        return q, _split_heads(self.key(embedded), self.num_heads)
+
+    def __call__(self, embedded: jax.Array, key_mask: jax.Array | None = None) -> jax.Array:
+        """softmax(Q K^T / sqrt(d)) V over the kept neurons (Eq. 7): (B, N, d) -> (B, N, d).
+
+        ``key_mask`` (B, N) bool, True = the neuron is a key/value; None attends to all.
+        """
+        batch, n_neurons, _ = embedded.shape
+        q = _split_heads(self.query(embedded), self.num_heads)  # (B, N, H, d/H)
+        k = _split_heads(self.key(embedded), self.num_heads)
+        v = _split_heads(self.value(embedded), self.num_heads)
+        attended = attention_lib.dot_product_attention(
+            q,
+            k,
+            v,
+            key_mask=key_mask,
+            implementation=self.implementation,
+            block_size=self.block_size,
+            scale=self.scale,
+        )  # (B, N, H, d/H)
+        return attended.reshape(batch, n_neurons, self.d_model)
+
+
+class UniformMixing(PopulationAttention):
+    """Eq. 7 with every attention weight equal (1 / #kept neurons): the mean value vector.
+
+    The same parameters as :class:`PopulationAttention` (W_Q and W_K are unused), so a trained
+    tower applied with ``mixer="uniform"`` shows what its attention scores add to the values.
+    """
+
+    def __call__(self, embedded: jax.Array, key_mask: jax.Array | None = None) -> jax.Array:
+        v = self.value(embedded)  # (B, N, d)
+        if key_mask is None:
+            return jnp.broadcast_to(v.mean(axis=1, keepdims=True), v.shape)
+        weights = key_mask.astype(v.dtype)  # (B, N)
+        total = jnp.einsum("bn,bnd->bd", weights, v)  # (B, N, d) -> (B, d)
+        mean = total / jnp.maximum(weights.sum(axis=1), 1.0)[:, None]
+        return jnp.broadcast_to(mean[:, None], v.shape)
+
+
+# How the population attention mixes the neurons (config.model.neural.mixer).
+MIXERS = {"softmax": PopulationAttention, "uniform": UniformMixing}
+
+
 class NeuralTower(nn.Module):
     """Per-neuron embedding, population self-attention, per-neuron aggregation, MLP readout.
 
@@ -51,10 +144,11 @@ class NeuralTower(nn.Module):
       d_model: embedding width d_model (Eq. 4; paper default 32).
       num_heads: attention heads; the paper's Eq. 7 is a single head.
       mlp_hidden: hidden width of the readout MLP.
-      latent_hw: (16, 64), the feature-map grid shared with the image tower.
       residual: add the embedding to the attention output (Eq. 7 plus a skip; see above).
+      mixer: "softmax" (Eq. 7) or "uniform" (see :data:`MIXERS`).
       attention: attention implementation ("auto", "blockwise", "materialized", "cudnn").
       block_size: query/key block of the blockwise attention.
+      latent_hw: (16, 64), the feature-map grid shared with the image tower.
       dtype: compute dtype; param_dtype: parameter dtype.
     """
 
@@ -63,15 +157,18 @@ class NeuralTower(nn.Module):
     num_heads: int = 1
     mlp_hidden: int = 1024
     residual: bool = True
-    latent_hw: tuple[int, int] = (16, 64)
+    mixer: str = "softmax"
     attention: str = "auto"
     block_size: int = 512
+    latent_hw: tuple[int, int] = (16, 64)
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
     def setup(self):
-        if self.d_model % self.num_heads:
-            raise ValueError(f"d_model {self.d_model} is not divisible by {self.num_heads} heads")
+        if self.mixer not in MIXERS:
+            raise ValueError(
+                f"unknown model.neural.mixer {self.mixer!r}; expected one of {sorted(MIXERS)}"
+            )
         shape = (self.n_neurons, self.d_model)
         self.embedding = self.param(
             "embedding", nn.initializers.normal(stddev=1.0), shape, self.param_dtype
@@ -82,10 +179,14 @@ class NeuralTower(nn.Module):
             shape,
             self.param_dtype,
         )
-        dense = {"use_bias": False, "dtype": self.dtype, "param_dtype": self.param_dtype}
-        self.query = nn.Dense(self.d_model, **dense)
-        self.key = nn.Dense(self.d_model, **dense)
-        self.value = nn.Dense(self.d_model, **dense)
+        self.population_attention = MIXERS[self.mixer](
+            d_model=self.d_model,
+            num_heads=self.num_heads,
+            implementation=self.attention,
+            block_size=self.block_size,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+        )
         self.mlp_hidden_layer = nn.Dense(
             self.mlp_hidden, dtype=self.dtype, param_dtype=self.param_dtype
         )
@@ -102,10 +203,6 @@ class NeuralTower(nn.Module):
         responses = responses.astype(self.dtype)
         return responses[:, :, None] * self.embedding.astype(self.dtype)[None]
 
-    def _heads(self, x: jax.Array) -> jax.Array:
-        """(B, N, d) -> (B, N, H, d / H)."""
-        return x.reshape(x.shape[:2] + (self.num_heads, self.d_model // self.num_heads))
-
     def _keep(self, neuron_mask, batch: int) -> jax.Array:
         """neuron_mask (N,) | (B, N) | None -> (B, N) bool."""
         if neuron_mask is None:
@@ -118,11 +215,6 @@ class NeuralTower(nn.Module):
             )
         return jnp.broadcast_to(neuron_mask != 0, (batch, self.n_neurons))
 
-    @property
-    def scale(self) -> float:
-        """Logit scale of Eq. 7: 1 / sqrt(d_model) (per head: 1 / sqrt(d_model / heads))."""
-        return 1.0 / math.sqrt(self.d_model // self.num_heads)
-
     def attention_qk(self, responses: jax.Array, neuron_mask=None):
         """Scaled queries and keys of Eq. 7, for streaming the attention scores (Fig. 6b).
 
@@ -131,12 +223,10 @@ class NeuralTower(nn.Module):
           neuron_mask: (N,) or (B, N) or None.
 
         Returns:
-          q (B, N, H, D) already multiplied by the logit scale, so that softmax(q k^T) over the kept
-          keys are the attention probabilities; k (B, N, H, D); key_mask (B, N) bool.
+          q (B, N, H, D) already multiplied by the logit scale, so that softmax(q k^T) over the
+          kept keys are the attention probabilities; k (B, N, H, D); key_mask (B, N) bool.
         """
-        embedded = self._embed(responses)
-        q = self._heads(self.query(embedded)) * self.scale
-        k = self._heads(self.key(embedded))
+        q, k = self.population_attention.qk(self._embed(responses))
         return q, k, self._keep(neuron_mask, responses.shape[0])
 
     def __call__(self, responses: jax.Array, neuron_mask=None, train: bool = False) -> jax.Array:
@@ -154,19 +244,8 @@ class NeuralTower(nn.Module):
         batch = responses.shape[0]
         keep = self._keep(neuron_mask, batch)  # (B, N)
         embedded = self._embed(responses)  # (B, N) -> (B, N, d)
-        q = self._heads(self.query(embedded))  # (B, N, H, d/H)
-        k = self._heads(self.key(embedded))
-        v = self._heads(self.value(embedded))
-        attended = attention_lib.dot_product_attention(
-            q,
-            k,
-            v,
-            key_mask=None if neuron_mask is None else keep,  # None: no masking work at all
-            implementation=self.attention,
-            block_size=self.block_size,
-            scale=self.scale,
-        )  # (B, N, H, d/H)
-        attended = attended.reshape(batch, self.n_neurons, self.d_model)  # (B, N, d)
+        # key_mask None: no masking work at all.
+        attended = self.population_attention(embedded, None if neuron_mask is None else keep)
         if self.residual:
             attended = attended + embedded  # r_i^atten = e_i + attention_i
         aggregated = jnp.einsum(
