@@ -5,13 +5,26 @@ number lives in exactly one place. Each field carries a comment with its meaning
 paper gives it, the section it comes from. Fields the paper leaves open say so; the decision is
 recorded in ``docs/decisions.md``.
 
-Sections: ``data``, ``model`` (``image``, ``neural``, ``baseline``), ``loss``, ``optim``
+:func:`load_config` is the one way to get a config by name or path (the CLI, the notebooks, the
+tests, the benchmarks and the experiments all use it); :func:`config_from_json` and
+:func:`with_defaults` rebuild the config a run recorded.
+
+Sections: ``data``, ``model`` (``image``, ``neural``, ``vgg16``, ``vit``, ``readout``), ``loss``, ``optim``
 (``image``, ``neural``), ``train``, ``eval``, ``analysis``.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import os
+import pathlib
+from typing import Any
+
 import ml_collections
+
+# configs/ sits beside the package in the repository (an editable install or a clone).
+CONFIGS_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
 
 # Names of the four natural-image recordings of the public release used as M1..M4 (the paper does
 # not say which four it used; we take the first four natural-image recordings of the release).
@@ -75,14 +88,18 @@ def get_base_config() -> ml_collections.ConfigDict:
 
     # ---------------------------------------------------------------------------- model (Sec. 3)
     config.model = model = ml_collections.ConfigDict()
-    model.name = "dina"  # "dina", "vgg16_mlp" or "vit_mlp" (Table 1).
+    model.name = "dina"  # "dina", "vgg16_mlp" or "vit_mlp" (Table 1); see models.MODEL_BUILDERS.
     model.dtype = "float32"  # Compute dtype: "float32" or "bfloat16" (params stay float32).
     model.pretrained_path = ""  # Optional local .npz of image-encoder weights (load_pretrained).
+    model.input_hw = (68, 270)  # Stimulus size in pixels (Sec. 4.1).
+    # Every image encoder resizes its input to this grid inside the model, so that two stride-2
+    # stages (or 4 x 4 patches) give the latent grid.
+    model.resize_hw = (64, 256)
     model.latent_hw = (16, 64)  # Feature-map grid of both towers: 1 x 16 x 64 (Sec. 3.1).
 
+    # Each tower's block holds exactly the fields of its module (models/__init__.py builds it as
+    # ImageTower(**config.model.image, ...)), so a new field is one line here and one in the module.
     model.image = image = ml_collections.ConfigDict()  # DS-Net-style image tower (Sec. 3.1).
-    image.input_hw = (68, 270)  # Stimulus size in pixels (Sec. 4.1).
-    image.resize_hw = (64, 256)  # Resized inside the model so two stride-2 stages give 16 x 64.
     image.stem_channels = 64  # Stem conv (stride 2) output channels = stage-1 width.
     image.channels = (64, 128)  # C of stage 1 and stage 2 (Sec. 3.1).
     image.depths = (3, 4)  # Dual-stream blocks per stage (Sec. 3.1).
@@ -94,49 +111,63 @@ def get_base_config() -> ml_collections.ConfigDict:
     image.merge_kernel = 2  # Kernel of the stride-2 patch-merging conv (DS-Net patch embedding).
     image.local_kernel = 3  # Depth-wise conv of the local stream, 3 x 3 (Eq. 1).
     image.attention = "auto"  # Global-stream and co-attention implementation (as neural.attention).
+    image.block_size = 512  # Max query/key block of the blockwise global and co-attention.
 
     model.neural = neural = ml_collections.ConfigDict()  # Neural tower (Sec. 3.2).
     neural.d_model = 32  # Neuron embedding width d_model (Eq. 4).
     neural.mlp_hidden = 1024  # Hidden width of the readout MLP N -> hidden -> 1024.
     neural.num_heads = 1  # Heads of the population attention; Eq. 7 is a single head.
     # Add each neuron's embedding to its attention output (a transformer skip; the paper prints
-    # Eq. 7 without one, residual=False). See dina_jax/models/neural_tower.py.
+    # Eq. 7 without one, residual=False). See docs/decisions.md ("Models").
     neural.residual = True
+    # How the population attention weights the neurons: "softmax" (Eq. 7) or "uniform" (every
+    # kept neuron 1/N: the control that measures what the attention scores contribute).
+    neural.mixer = "softmax"
     # Population attention: "auto" (cuDNN flash on GPU when it applies, else blockwise),
     # "blockwise" (O(N) memory online softmax), "materialized" (plain N x N), "cudnn".
     neural.attention = "auto"
-    neural.block_size = 512  # Max query/key block of the blockwise attention (all towers).
+    neural.block_size = 512  # Max query/key block of the blockwise population attention.
 
-    model.baseline = baseline = ml_collections.ConfigDict()  # VGG16-MLP / ViT-MLP (Table 1).
-    baseline.mlp_hidden = 1024  # Hidden width of the MLP neural readout N -> hidden -> 1024.
-    baseline.vgg_widths = (64, 128, 256, 512, 512)  # VGG-16 block widths.
-    baseline.vgg_depths = (2, 2, 3, 3, 3)  # VGG-16 convolutions per block (13 in all).
-    baseline.vgg_pooled_blocks = 2  # Max-pool after the first 2 blocks only: 64 x 256 -> 16 x 64.
-    baseline.head_hidden = 64  # Hidden width of the baselines' per-pixel head C -> hidden -> 1.
-    baseline.vit_patch = (4, 4)  # ViT patch size on the resized 64 x 256 input (16 x 64 tokens).
-    baseline.vit_dim = 192  # ViT token width.
-    baseline.vit_depth = 6  # ViT encoder blocks.
-    baseline.vit_heads = 3  # ViT attention heads.
-    baseline.vit_mlp_ratio = 4  # ViT MLP hidden width relative to vit_dim.
-    baseline.vit_attention = "auto"  # ViT attention implementation (as neural.attention).
+    # Table 1 baselines: a VGG-16 or ViT image encoder with an MLP neural readout.
+    model.vgg16 = vgg16 = ml_collections.ConfigDict()
+    vgg16.widths = (64, 128, 256, 512, 512)  # VGG-16 block widths.
+    vgg16.depths = (2, 2, 3, 3, 3)  # VGG-16 convolutions per block (13 in all).
+    vgg16.pooled_blocks = 2  # Max-pool after the first 2 blocks only: 64 x 256 -> 16 x 64.
+    vgg16.head_hidden = 64  # Hidden width of the per-pixel head C -> hidden -> 1.
+    model.vit = vit = ml_collections.ConfigDict()
+    vit.patch = (4, 4)  # Patch size on the resized 64 x 256 input (16 x 64 tokens).
+    vit.dim = 192  # Token width.
+    vit.depth = 6  # Encoder blocks.
+    vit.num_heads = 3  # Attention heads.
+    vit.mlp_ratio = 4  # MLP hidden width relative to dim.
+    vit.head_hidden = 64  # Hidden width of the per-token head dim -> hidden -> 1.
+    vit.attention = "auto"  # Attention implementation (as neural.attention).
+    vit.block_size = 512  # Max query/key block of the blockwise attention.
+    model.readout = ml_collections.ConfigDict()  # The baselines' MLP neural readout.
+    model.readout.mlp_hidden = 1024  # Hidden width N -> hidden -> 1024.
 
     # ----------------------------------------------------------------------------- loss (Sec. 3.3)
     config.loss = ml_collections.ConfigDict()
     config.loss.temperature = 0.01  # Fixed InfoNCE temperature (Sec. 3.3).
 
     # ------------------------------------------------------------------------ optimizer (Sec. 3.3)
-    # The paper names the optimizers but gives no learning rates; see docs/decisions.md.
+    # The paper names the optimizers but gives no learning rates; see docs/decisions.md. Each
+    # block names its optimizer (dina_jax/training/optim.py, OPTIMIZERS) and holds the schedule
+    # and the optimizer's options; options the named optimizer does not take are ignored.
     config.optim = optim = ml_collections.ConfigDict()
-    optim.image = ml_collections.ConfigDict()  # AdamW on the image tower.
+    optim.image = ml_collections.ConfigDict()  # The image tower.
+    optim.image.name = "adamw"  # AdamW (Sec. 3.3).
     optim.image.learning_rate = 1e-4  # Peak learning rate after warmup.
     optim.image.weight_decay = 0.05  # Decoupled weight decay.
+    optim.image.weight_decay_on = "all"  # Leaves it acts on: "all" or "kernels" (see neural).
     optim.image.b1 = 0.9  # Adam beta1.
     optim.image.b2 = 0.999  # Adam beta2.
     optim.image.eps = 1e-8  # Adam epsilon (added outside the square root, as in PyTorch).
     optim.image.warmup_epochs = 2.0  # Linear warmup length, then cosine decay to end_factor.
     optim.image.end_factor = 0.01  # Final learning rate as a fraction of the peak.
     optim.image.clip_norm = 1.0  # Global gradient-norm clipping of this tower (0 disables).
-    optim.neural = ml_collections.ConfigDict()  # RMSprop on the neural tower.
+    optim.neural = ml_collections.ConfigDict()  # The neural tower.
+    optim.neural.name = "rmsprop"  # RMSprop (Sec. 3.3).
     optim.neural.learning_rate = 1e-5  # Peak learning rate (1e-4 makes the loss jump at T=0.01).
     optim.neural.decay = 0.99  # RMSprop squared-gradient decay (PyTorch's default alpha).
     optim.neural.eps = 1e-8  # RMSprop epsilon.
@@ -212,3 +243,103 @@ def get_base_config() -> ml_collections.ConfigDict:
     an.attention_bins = 200  # Log-spaced histogram bins of attention scores (Fig. 6b).
     an.attention_samples = 32  # Test stimuli whose attention maps are streamed (Fig. 6b).
     return config
+
+
+# ------------------------------------------------------------------------------ loading
+
+
+def available_configs() -> list[str]:
+    """Names accepted by :func:`load_config`: ``"base"`` and every ``configs/<name>.py``."""
+    found = sorted(p.stem for p in CONFIGS_DIR.glob("*.py")) if CONFIGS_DIR.is_dir() else []
+    return ["base", *found]
+
+
+def _config_file(name_or_path: str | os.PathLike) -> pathlib.Path:
+    text = os.fspath(name_or_path)
+    if text.endswith(".py") or os.sep in text or "/" in text:
+        path = pathlib.Path(text).expanduser()
+    else:
+        path = CONFIGS_DIR / f"{text}.py"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no such config file; load_config takes a path or one of "
+            f"{', '.join(available_configs())}"
+        )
+    return path
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]) -> None:
+    """Sets dotted fields in place: ``{"train.num_epochs": 5, "data.dir": "/data"}``.
+
+    Unlike ``ConfigDict.update_from_flattened_dict`` an unknown key is an error, so a typo never
+    goes unnoticed; values are type-checked by the ConfigDict (an int into a float field is fine).
+    """
+    for key, value in overrides.items():
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
+                raise KeyError(f"config override {key!r}: no section {part!r}")
+            node = node[part]
+        if leaf not in node:
+            raise KeyError(f"config override {key!r}: no field {leaf!r} (see dina_jax/config.py)")
+        node[leaf] = tuple(value) if isinstance(value, list) else value
+
+
+def load_config(
+    name_or_path: str | os.PathLike = "synthetic", overrides: dict[str, Any] | None = None
+) -> ml_collections.ConfigDict:
+    """The ConfigDict of ``configs/<name>.py`` (or of any config file), with overrides applied.
+
+    The same object the command line builds from ``--config FILE --config.a.b=value``.
+
+    Args:
+      name_or_path: a config name (``"synthetic"``, ``"m1"``, ``"tiny"``, ... see
+        :func:`available_configs`; ``"base"`` is :func:`get_base_config`, the paper's defaults)
+        or the path of a file defining ``get_config()``.
+      overrides: dotted field -> value, e.g. ``{"train.num_epochs": 5}``; lists become tuples.
+
+    Returns:
+      A fresh, unlocked ``ml_collections.ConfigDict``.
+
+    Raises:
+      FileNotFoundError: no such config; KeyError: an override names no field.
+
+    Example::
+
+        config = dina_jax.load_config("m1", {"data.dir": "/content/drive/MyDrive/stringer"})
+        config.train.batch_size          # 128: the global batch over all devices
+    """
+    if os.fspath(name_or_path) == "base":
+        config = get_base_config()
+    else:
+        path = _config_file(name_or_path)
+        spec = importlib.util.spec_from_file_location(f"dina_jax_config_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        config = module.get_config()
+    apply_overrides(config, overrides or {})
+    return config
+
+
+def config_from_json(data: dict | str) -> ml_collections.ConfigDict:
+    """Rebuilds a ConfigDict from its JSON form; JSON lists become tuples again."""
+    if isinstance(data, str):
+        data = json.loads(data)
+
+    def convert(value):
+        if isinstance(value, dict):
+            return {k: convert(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return tuple(convert(v) for v in value)
+        return value
+
+    return ml_collections.ConfigDict(convert(data))
+
+
+def with_defaults(config: ml_collections.ConfigDict | dict) -> ml_collections.ConfigDict:
+    """The base config updated with ``config`` (recursively): fields added to the code after a run
+    was trained take their defaults, so older runs stay loadable."""
+    merged = get_base_config()
+    merged.update(config.to_dict() if hasattr(config, "to_dict") else config)
+    return merged
