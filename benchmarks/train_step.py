@@ -4,7 +4,7 @@
       python benchmarks/train_step.py [--sizes tiny,synthetic,paper] [--paper-batch 8] [--steps 3]
 
 For every size it builds the real model (``build_model``) and the real optimizer
-(``create_train_state``), compiles ``train.pmapped_train_step`` over all local devices and times
+(``create_train_state``), compiles ``step.pmapped_train_step`` over all local devices and times
 ``--steps`` steps on random inputs after the compiling call (``block_until_ready`` after the
 last). It prints the device, the allocator settings, the compile time, the step time and the
 examples per second. Sizes:
@@ -20,7 +20,6 @@ The global batch is split over the local devices, so it must divide by their num
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import platform
 import time
@@ -28,29 +27,24 @@ import time
 import jax
 import numpy as np
 
-from dina_jax import train
-from dina_jax.config import get_base_config
+from dina_jax.config import get_base_config, load_config
 from dina_jax.models import build_model
+from dina_jax.training import optim
+from dina_jax.training import state as state_lib
+from dina_jax.training import step as step_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ALLOCATOR_VARS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "XLA_FLAGS")
 PAPER_NEURONS = 10_000
 
 
-def _config_file(name: str):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
-
-
 def size_setup(name: str, paper_batch: int):
     """(config, n_neurons, global batch) of a benchmark size."""
     if name == "tiny":
-        config = _config_file("tiny")
+        config = load_config("tiny")
         return config, config.data.synthetic.n_neurons, config.train.batch_size
     if name == "synthetic":
-        config = _config_file("synthetic")
+        config = load_config("synthetic")
         return config, config.data.synthetic.n_neurons, config.train.batch_size
     if name == "paper":
         return get_base_config(), PAPER_NEURONS, paper_batch
@@ -63,18 +57,17 @@ def bench(name: str, paper_batch: int, steps: int) -> dict:
     if batch % n_dev:
         raise ValueError(f"{name}: batch {batch} does not split over {n_dev} devices")
     rng = np.random.default_rng(0)
-    images = rng.random((batch, *config.model.image.input_hw), dtype=np.float32)
+    images = rng.random((batch, *config.model.input_hw), dtype=np.float32)
     responses = rng.normal(size=(batch, n_neurons)).astype(np.float32)
     model = build_model(config, n_neurons, image_mean=0.5, image_std=0.25)
-    state = train.create_train_state(
-        config, model, jax.random.PRNGKey(0), 100, images[:1], responses[:1]
-    )
+    state = state_lib.create_train_state(config, model, jax.random.PRNGKey(0), 100)
     n_params = {
         tower: sum(leaf.size for leaf in jax.tree.leaves(state.params[tower]))
         for tower in ("image_tower", "neural_tower")
     }
-    p_train = train.pmapped_train_step(float(config.loss.temperature))
-    rstate = train.replicate(state)
+    schedules = optim.make_schedules(config, 100)
+    p_train = step_lib.pmapped_train_step(float(config.loss.temperature), schedules)
+    rstate = step_lib.replicate(state)
     shards = (
         images.reshape(n_dev, batch // n_dev, *images.shape[1:]),
         responses.reshape(n_dev, batch // n_dev, n_neurons),
@@ -88,7 +81,7 @@ def bench(name: str, paper_batch: int, steps: int) -> dict:
         rstate, metrics = p_train(rstate, *shards)
     jax.block_until_ready(metrics)
     step_s = (time.perf_counter() - start) / steps
-    loss = float(train.unreplicate_to_host(metrics)["loss"])
+    loss = float(step_lib.unreplicate_to_host(metrics)["loss"])
     return {
         "size": name,
         "neurons": n_neurons,

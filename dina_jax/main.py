@@ -10,8 +10,8 @@ Modes (``--mode``):
 Any config field can be overridden, e.g. ``--config.data.n_spont_pcs=0`` or
 ``--config.data.dir=/path/to/stringer``. The resolved config is written to ``DIR/config.json``.
 Bad input (unknown config key, missing or corrupt data file) is reported in one line with exit
-code 2. The heavy lifting lives in library functions (``train.train_and_evaluate``,
-``evaluate.evaluate``, ``analysis.run.analyze``) that notebooks call directly.
+code 2. The heavy lifting lives in library functions (``training.train_and_evaluate``,
+``evaluation.evaluate``, ``analysis.run.analyze``) that notebooks call directly.
 """
 
 from __future__ import annotations
@@ -67,12 +67,27 @@ def write_config(config, workdir: str) -> str:
 
 
 def run(config, workdir: str, mode: str = "all") -> dict:
-    """Runs ``mode`` on ``config`` in ``workdir`` (what a notebook calls instead of the CLI)."""
+    """Runs ``mode`` on ``config`` in ``workdir``: the whole command line in one call.
+
+    Paper Sec. 3.3-4.5: data summary, training, evaluation, the Fig. 5-6 analyses.
+
+    Args:
+      config: the full ConfigDict (``dina_jax.load_config``).
+      workdir: the run's folder.
+      mode: "data", "train", "evaluate", "analyze" or "all" (see the module docstring).
+
+    Returns:
+      ``{"train": ..., "evaluate": ..., "analyze": ...}``, the results of the steps that ran.
+
+    Example::
+
+        dina_jax.run(config, "workdirs/synthetic", mode="all")  # data, train, evaluate, analyze
+    """
     from dina_jax.data import pipeline
 
     results: dict = {}
     if mode in ("train", "all"):
-        from dina_jax.train import check_train_options
+        from dina_jax.training.loop import check_train_options
 
         # A bad training option fails here, before the workdir is written to.
         check_train_options(config)
@@ -83,13 +98,13 @@ def run(config, workdir: str, mode: str = "all") -> dict:
         dataset = pipeline.load_dataset(config, workdir=workdir)
         print(pipeline.summarize(dataset), flush=True)
     if mode in ("train", "all"):
-        from dina_jax import train
+        from dina_jax.training import train_and_evaluate
 
-        results["train"] = train.train_and_evaluate(config, workdir)
+        results["train"] = train_and_evaluate(config, workdir)
     elif mode == "evaluate":
-        from dina_jax import evaluate
+        from dina_jax.evaluation import evaluate
 
-        results["evaluate"] = evaluate.evaluate(config, workdir)
+        results["evaluate"] = evaluate(config, workdir)
     if mode in ("analyze", "all"):
         from dina_jax.analysis import run as analysis_run
 
@@ -114,13 +129,11 @@ def main(argv: list[str]) -> None:
         # Keep stderr for warnings and errors (a bad input must read as one line); progress goes
         # to stdout and tqdm. --verbosity=0 brings absl/JAX INFO logs back.
         logging.set_verbosity(logging.WARNING)
-    from dina_jax.train import maybe_initialize_distributed
+    from dina_jax.training.loop import check_train_options, maybe_initialize_distributed
 
     # Multi-host: jax.distributed must be initialized before anything touches a backend.
     maybe_initialize_distributed(config)
     print(f"JAX {jax.__version__} devices: {jax.devices()}", flush=True)
-    from dina_jax.train import check_train_options
-
     try:
         check_train_options(config)
     except ValueError as error:

@@ -31,6 +31,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import table1  # noqa: E402
 
 from dina_jax import plots  # noqa: E402
+from dina_jax.config import load_config  # noqa: E402
 
 CONDITIONS = {"natimg2800": "natural", "white": "whitened", "8D": "8D"}
 REAL_CONFIG_GLOBS = {"natimg2800": "m[0-9].py", "white": "white_*.py", "8D": "eight_d_*.py"}
@@ -41,7 +42,7 @@ def condition_configs(condition: str, args, root: pathlib.Path) -> dict:
     configs = {}
     if args.synthetic:
         for mouse in range(args.n_mice):
-            config = table1.load_config_file(table1.ROOT_DIR / "configs" / "synthetic.py")
+            config = load_config("synthetic")
             config.data.synthetic.stimset = condition
             config.data.synthetic.n_mice = args.n_mice
             config.data.synthetic.mouse = mouse
@@ -50,7 +51,7 @@ def condition_configs(condition: str, args, root: pathlib.Path) -> dict:
         paths = sorted((table1.ROOT_DIR / "configs").glob(REAL_CONFIG_GLOBS[condition]))
         if not paths:
             raise SystemExit(f"no config matches configs/{REAL_CONFIG_GLOBS[condition]}")
-        configs = {path.stem: table1.load_config_file(path) for path in paths}
+        configs = {path.stem: load_config(path) for path in paths}
     for config in configs.values():
         config.model.name = args.model
         if args.data_dir:

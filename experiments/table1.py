@@ -1,6 +1,6 @@
 """Table 1 of the paper: 280-way retrieval of DINA, VGG-16-MLP and ViT-MLP for each mouse.
 
-Trains (or resumes) one run per (mouse, model) with ``train.train_and_evaluate``, evaluates its
+Trains (or resumes) one run per (mouse, model) with ``training.train_and_evaluate``, evaluates its
 best checkpoint with ``evaluate.evaluate`` and prints the paper's Table 1 layout (top-1/5/10 per
 model, one row per mouse and a mean row) from the runs' ``results.json`` files, followed by the
 context of each mouse (linear baseline, noise ceiling, chance). A run whose ``results.json``
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import importlib.util
 import json
 import pathlib
 import sys
@@ -34,8 +33,10 @@ import numpy as np
 ROOT_DIR = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT_DIR))
 
-from dina_jax import evaluate, plots, train  # noqa: E402
+from dina_jax import checkpoint, evaluate, plots  # noqa: E402
+from dina_jax.config import load_config  # noqa: E402
 from dina_jax.data import synthetic  # noqa: E402
+from dina_jax.training import train_and_evaluate  # noqa: E402
 
 MODELS = ("dina", "vgg16_mlp", "vit_mlp")
 MODEL_LABELS = {"dina": "Ours (DINA)", "vgg16_mlp": "VGG-16 - MLP", "vit_mlp": "ViT - MLP"}
@@ -45,20 +46,12 @@ REAL_MICE = ("m1", "m2", "m3", "m4")
 # With --synthetic the baselines keep their architecture (depths, pooling, token grid) with these
 # widths, ~0.5 GFLOP each, the cost of configs/synthetic.py's DINA (which keeps its own sizes).
 CPU_BASELINE = {
-    "vgg_widths": (8, 16, 32, 64, 64),
-    "vit_dim": 32,
-    "vit_depth": 2,
-    "vit_heads": 2,
-    "mlp_hidden": 256,
+    "vgg16.widths": (8, 16, 32, 64, 64),
+    "vit.dim": 32,
+    "vit.depth": 2,
+    "vit.num_heads": 2,
+    "readout.mlp_hidden": 256,
 }
-
-
-def load_config_file(path: pathlib.Path):
-    """``get_config()`` of a config file in configs/."""
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
 
 
 def apply_overrides(config, assignments) -> None:
@@ -90,13 +83,14 @@ def name_synthetic_files(config) -> None:
 def mouse_config(mouse: str, *, synthetic: bool, n_synthetic_mice: int, root: pathlib.Path, args):
     """The config of one mouse: configs/<mouse>.py, or the simulated mouse ``sim<i>``."""
     if synthetic:
-        config = load_config_file(ROOT_DIR / "configs" / "synthetic.py")
+        config = load_config("synthetic")
         config.data.synthetic.n_mice = n_synthetic_mice
         config.data.synthetic.mouse = int(mouse.removeprefix("sim"))
         for key, value in CPU_BASELINE.items():
-            config.model.baseline[key] = value
+            block, field = key.split(".")
+            config.model[block][field] = value
     else:
-        config = load_config_file(ROOT_DIR / "configs" / f"{mouse}.py")
+        config = load_config(mouse)
     if args.data_dir:
         config.data.dir = args.data_dir
     # One cache for all runs: the simulated mice are generated (and recordings parsed) once.
@@ -114,7 +108,7 @@ def run_or_resume(config, workdir: pathlib.Path) -> dict:
     results_path = workdir / "results.json"
     if not results_path.exists():
         print(f"== {workdir}: training {config.model.name}", flush=True)
-        train.train_and_evaluate(config, str(workdir))
+        train_and_evaluate(config, str(workdir))
         if not results_path.exists():  # config.train.evaluate_at_end was off.
             evaluate.evaluate(config, str(workdir))
     else:
@@ -212,7 +206,7 @@ def write_figures(rows: dict, models, root: pathlib.Path) -> list[str]:
     for row in rows:
         if not maps[row]:
             continue
-        config = train.restore(str(root / row / next(iter(maps[row]))), "best")[1]
+        config = checkpoint.restore(str(root / row / next(iter(maps[row]))), "best")[1]
         dataset = pipeline.load_dataset(config, workdir=str(root / row / next(iter(maps[row]))))
         any_maps = next(iter(maps[row].values()))
         positions = evaluate.example_rows(len(any_maps["test_rows"]), config.eval.n_example_stimuli)

@@ -1,22 +1,14 @@
 """Every config in configs/ loads, adds no field the base config lacks, and has the data fields."""
 
 import glob
-import importlib.util
 import os
 
 import pytest
 
-from dina_jax.config import get_base_config
+from dina_jax.config import get_base_config, load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
-
-
-def load_config(path):
-    spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
 
 
 def _flat_keys(config, prefix=""):

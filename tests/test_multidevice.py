@@ -26,20 +26,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _device_run(out_path: str, cache_dir: str) -> None:
     """Runs in the 8-device subprocess (XLA_FLAGS already set); writes the numbers to compare."""
-    import importlib.util
-
     import jax
     from jax import lax
 
-    from dina_jax import losses, train
+    from dina_jax import losses
+    from dina_jax.config import load_config
     from dina_jax.data import pipeline
     from dina_jax.models import build_model
+    from dina_jax.training import state as state_lib
+    from dina_jax.training import step as step_lib
 
     assert jax.local_device_count() == N_DEVICES, jax.devices()
-    spec = importlib.util.spec_from_file_location("tiny", os.path.join(ROOT, "configs/tiny.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
+    config = load_config("tiny")
     config.data.cache_dir = cache_dir
     dataset = pipeline.load_dataset(config)
     batch = config.train.batch_size
@@ -48,13 +46,11 @@ def _device_run(out_path: str, cache_dir: str) -> None:
     model = build_model(
         config, dataset.n_neurons, image_mean=dataset.image_mean, image_std=dataset.image_std
     )
-    state = train.create_train_state(
-        config, model, jax.random.PRNGKey(0), 8, images[:1], responses[:1]
-    )
+    state = state_lib.create_train_state(config, model, jax.random.PRNGKey(0), 8)
     temperature = config.loss.temperature
 
     def grads_and_loss(params, x, r, rng):
-        grads, metrics = train.compute_grads(
+        grads, metrics = step_lib.compute_grads(
             params, model.apply, x, r, rng, temperature=temperature, axis_name="batch"
         )
         return grads, metrics["loss"]
@@ -69,10 +65,10 @@ def _device_run(out_path: str, cache_dir: str) -> None:
         devices = jax.devices()[:n]
         fn = jax.pmap(grads_and_loss, axis_name="batch", devices=devices)
         grads, loss = fn(
-            train.replicate(state.params, devices),
+            step_lib.replicate(state.params, devices),
             pipeline.shard(images, n),
             pipeline.shard(responses, n),
-            train.replicate(state.rng, devices),
+            step_lib.replicate(state.rng, devices),
         )
         flat = [np.asarray(leaf) for leaf in jax.tree.leaves(grads)]
         # After the psum every device holds the same (global) gradient.
@@ -82,7 +78,7 @@ def _device_run(out_path: str, cache_dir: str) -> None:
         for i, leaf in enumerate(flat):
             results[f"grad_{n}_{i}"] = leaf[0]
     naive = jax.pmap(naive_loss, axis_name="batch")(
-        train.replicate(state.params),
+        step_lib.replicate(state.params),
         pipeline.shard(images, N_DEVICES),
         pipeline.shard(responses, N_DEVICES),
     )

@@ -1,5 +1,10 @@
 """From a config to arrays: dataset assembly, splits, batches, device sharding, noise ceiling.
 
+Batches: :func:`iterate_batches` (the shuffled training order), :func:`training_responses`
+(the configured augmentation of a training batch), :func:`device_batch` (a global batch as this
+process's per-device shares), :func:`evaluation_batches` (padded and masked batches for the
+validation loss).
+
 :func:`load_dataset` is the one entry point the training, evaluation and analysis code use. It
 loads (or, for ``config.data.source == "synthetic"``, first generates) the images file and the
 recording named by the config, preprocesses the recording (cached), pairs every response row with
@@ -35,6 +40,9 @@ FIGSHARE_HINT = (
 # ------------------------------------------------------------------------------ splits
 
 
+SPLITS = ("train", "val", "test")
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Split:
     """Disjoint, sorted int64 row indices of the training, validation and test stimuli."""
@@ -46,6 +54,10 @@ class Split:
     @property
     def n_rows(self) -> int:
         return int(self.train.size + self.val.size + self.test.size)
+
+    def as_lists(self) -> dict[str, list[int]]:
+        """``{"train": [...], "val": [...], "test": [...]}`` (JSON, checkpoint metadata)."""
+        return {k: getattr(self, k).tolist() for k in SPLITS}
 
 
 def _round_half_up(x: float) -> int:
@@ -77,7 +89,7 @@ def make_split(
 
 def save_split(path, split: Split) -> None:
     """Writes the split as JSON (atomically)."""
-    payload = {k: getattr(split, k).tolist() for k in ("train", "val", "test")}
+    payload = split.as_lists()
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
@@ -95,7 +107,7 @@ def load_split(path) -> Split:
     """Reads a split written by :func:`save_split`."""
     with open(path) as f:
         payload = json.load(f)
-    return Split(**{k: np.asarray(payload[k], dtype=np.int64) for k in ("train", "val", "test")})
+    return Split(**{k: np.asarray(payload[k], dtype=np.int64) for k in SPLITS})
 
 
 # ------------------------------------------------------------------------------ dataset
@@ -340,6 +352,87 @@ def shard(x, n_devices: int):
     if x.shape[0] % n_devices:
         raise ValueError(f"batch of {x.shape[0]} does not split over {n_devices} devices")
     return x.reshape((n_devices, x.shape[0] // n_devices) + tuple(x.shape[1:]))
+
+
+RESPONSE_SOURCES = ("mean", "halves")
+
+
+def check_response_options(source: str, neuron_dropout: float) -> None:
+    """Raises ValueError unless ``train.responses`` / ``train.neuron_dropout`` are usable."""
+    if source not in RESPONSE_SOURCES:
+        raise ValueError(f"train.responses must be one of {RESPONSE_SOURCES}, got {source!r}")
+    if not 0.0 <= neuron_dropout < 1.0:
+        raise ValueError(f"train.neuron_dropout must be in [0, 1), got {neuron_dropout}")
+
+
+def training_responses(
+    dataset: Dataset,
+    rows: np.ndarray,
+    *,
+    source: str,
+    neuron_dropout: float,
+    seed: int,
+    epoch: int,
+    batch_index: int,
+) -> np.ndarray:
+    """(B, N) float32 responses of one global training batch, after the configured augmentation.
+
+    ``source`` "mean": the stimulus-averaged responses (paper); "halves": each example takes the
+    mean over the first or the second half of its image's repeats (``dataset.halves``), drawn
+    anew every epoch. ``neuron_dropout`` p > 0 zeroes each (example, neuron) entry with
+    probability p and scales the rest by 1 / (1 - p). Drawn on the host from (seed, epoch,
+    batch_index) over the whole global batch: the same on any number of devices and after a
+    resume. Validation and test always see the plain means.
+    """
+    check_response_options(source, neuron_dropout)
+    rng = np.random.default_rng([int(seed), int(epoch), int(batch_index), 2])
+    if source == "halves":
+        responses = dataset.halves[rng.integers(0, 2, size=len(rows)), rows]
+    else:
+        responses = dataset.responses[rows]
+    if neuron_dropout > 0.0:
+        keep = rng.random(responses.shape, dtype=np.float32) >= neuron_dropout
+        responses = responses * keep * np.float32(1.0 / (1.0 - neuron_dropout))
+    return np.asarray(responses, np.float32)
+
+
+def process_rows(rows: np.ndarray) -> np.ndarray:
+    """This process's contiguous share of a global batch (of rows, responses or a mask)."""
+    import jax
+
+    count, index = jax.process_count(), jax.process_index()
+    per = len(rows) // count
+    return rows[index * per : (index + 1) * per]
+
+
+def device_batch(dataset: Dataset, rows: np.ndarray, responses: np.ndarray | None = None):
+    """Images and responses of a global batch ``rows`` as this process's (n_dev, b, ...) shares.
+
+    ``responses`` (B, N), when given, replaces ``dataset.responses[rows]`` (e.g. the output of
+    :func:`training_responses`).
+    """
+    import jax
+
+    local = process_rows(rows)
+    n_dev = jax.local_device_count()
+    responses = dataset.responses[local] if responses is None else process_rows(responses)
+    return shard(dataset.images[local], n_dev), shard(responses, n_dev)
+
+
+def evaluation_batches(
+    rows: np.ndarray, batch_size: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Consecutive batches of ``rows``, the last one padded, as ``(rows, mask)`` pairs (B,).
+
+    Every row is scored once; the padded tail (copies of the batch's first row, mask 0) is
+    neither a query nor a negative, so the last batch has fewer negatives than B - 1.
+    """
+    for start in range(0, len(rows), batch_size):
+        chunk = np.asarray(rows[start : start + batch_size])
+        mask = np.zeros(batch_size, np.float32)
+        mask[: len(chunk)] = 1.0
+        padded = np.concatenate([chunk, np.full(batch_size - len(chunk), chunk[0])])
+        yield padded.astype(np.int64), mask
 
 
 # ------------------------------------------------------------------------------ noise ceiling

@@ -1,0 +1,325 @@
+"""Checkpoints of a training run, and the one way to load a trained run (:func:`load_run`).
+
+A workdir holds two orbax checkpoint folders, each keeping its newest finalized step::
+
+    checkpoints/latest/<step>/{params,train,meta}   the resume point (saved during and after epochs)
+    checkpoints/best/<step>/{params,train,meta}     the lowest validation loss so far
+
+Items of a step:
+
+* ``params``: the parameters to evaluate (the EMA when ``train.ema_decay`` > 0), the model tree;
+* ``train``: what only resuming needs: ``step``, ``rng``, ``opt_state`` and, with an EMA, the
+  optimizer's own ``train_params``;
+* ``meta`` (JSON): ``format`` (:data:`FORMAT`), the run's ``config``, the data ``stats``
+  (training-split pixel mean/std, ``n_neurons``), the ``split`` (train/val/test rows) and the
+  loop's ``progress``.
+
+Training's resume, evaluation, the analyses, the public API and ``experiments/`` all load a run
+through this module: :func:`load_run` rebuilds the model from the recorded config and statistics,
+loads the data and checks them against the checkpoint (neuron count, split).
+
+Format history: format 1 (dina_jax 0.1.0) had no ``format`` key, a flat ``model.baseline``
+config block, ``model.image.input_hw``/``resize_hw`` and the population attention's W_Q/W_K/W_V
+at the top of the neural tower. Such checkpoints are upgraded when read for evaluation and
+analysis; training refuses to resume them (the optimizer state has the old tree).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import json
+import os
+from typing import Any, NamedTuple
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from dina_jax.config import config_from_json, with_defaults
+from dina_jax.data import pipeline
+from dina_jax.data.stringer import DataError
+
+CHECKPOINT_KINDS = ("latest", "best")
+FORMAT = 2  # Written into every checkpoint's metadata; see the module docstring.
+# Sections of a run's config that say how to evaluate and where the data are, not what was
+# trained: load_run takes them from the caller's config when one is given.
+CALLER_SECTIONS = ("data", "eval", "analysis")
+
+
+class FormatError(ValueError):
+    """A checkpoint this version of dina_jax cannot resume from."""
+
+
+# ------------------------------------------------------------------------------ save / restore
+
+
+def manager(workdir: str | os.PathLike, which: str, *, create: bool) -> ocp.CheckpointManager:
+    """The orbax manager of ``checkpoints/<which>`` (``which``: "latest" or "best")."""
+    if which not in CHECKPOINT_KINDS:
+        raise ValueError(f"checkpoint kind must be one of {CHECKPOINT_KINDS}, got {which!r}")
+    # Synchronous saves; orbax writes each step into a temporary folder and renames it only once
+    # complete, so a kill during a save leaves the previous finalized step as the restore point.
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=1, create=create, enable_async_checkpointing=False
+    )
+    return ocp.CheckpointManager(
+        os.path.join(os.path.abspath(os.fspath(workdir)), "checkpoints", which),
+        options=options,
+        item_names=("params", "train", "meta"),
+    )
+
+
+def save(checkpoints: ocp.CheckpointManager, arrays: dict, meta: dict) -> None:
+    """Saves one step: ``arrays["params"]`` as the params item, the other arrays as ``train``.
+
+    ``arrays`` are host (numpy) arrays and hold ``step``; ``meta`` is JSON-serializable and gets
+    the format version.
+    """
+    train_item = {k: v for k, v in arrays.items() if k != "params"}
+    checkpoints.save(
+        int(arrays["step"]),
+        args=ocp.args.Composite(
+            params=ocp.args.StandardSave(arrays["params"]),
+            train=ocp.args.StandardSave(train_item),
+            meta=ocp.args.JsonSave({**meta, "format": FORMAT}),
+        ),
+        force=True,
+    )
+    checkpoints.wait_until_finished()
+
+
+def read_meta(checkpoints: ocp.CheckpointManager) -> dict:
+    """The metadata of the newest finalized step, as written (not upgraded)."""
+    step = checkpoints.latest_step()
+    restored = checkpoints.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    return restored["meta"]
+
+
+def restore_arrays(checkpoints: ocp.CheckpointManager, template: dict) -> tuple[dict, dict]:
+    """Restores the newest step into the structure of ``template`` (for resuming training).
+
+    Args:
+      checkpoints: the manager of ``latest`` (or ``best``).
+      template: arrays with the structure :func:`save` was given (``params`` plus the train
+        items); only shapes and dtypes are used.
+
+    Returns:
+      ``(arrays, meta)``.
+
+    Raises:
+      FormatError: the checkpoint was written in another format.
+    """
+    meta = read_meta(checkpoints)
+    found = meta.get("format", 1)
+    if found != FORMAT:
+        raise FormatError(
+            f"{checkpoints.directory}: checkpoint format {found}, this dina_jax resumes format "
+            f"{FORMAT} only; evaluate and analyse it, or train in a new workdir"
+        )
+    abstract = functools.partial(jax.tree.map, ocp.utils.to_shape_dtype_struct)
+    step = checkpoints.latest_step()
+    restored = checkpoints.restore(
+        step,
+        args=ocp.args.Composite(
+            params=ocp.args.StandardRestore(abstract(template["params"])),
+            train=ocp.args.StandardRestore(
+                abstract({k: v for k, v in template.items() if k != "params"})
+            ),
+        ),
+    )
+    return {"params": restored["params"], **restored["train"]}, meta
+
+
+def _restore_params(workdir: str, which: str) -> tuple[Any, dict]:
+    """The evaluated parameters (numpy) and the upgraded metadata of ``checkpoints/<which>``."""
+    checkpoints = manager(workdir, which, create=False)
+    step = checkpoints.latest_step()
+    if step is None:
+        raise FileNotFoundError(
+            2, "no finalized checkpoint", os.path.join(workdir, "checkpoints", which)
+        )
+    restored = checkpoints.restore(
+        step,
+        args=ocp.args.Composite(params=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()),
+    )
+    meta = restored["meta"]
+    params = jax.tree.map(np.asarray, restored["params"])
+    if meta.get("format", 1) == 1:
+        meta, params = upgrade_format_1(meta, params)
+    return params, meta
+
+
+def restore(workdir: str | os.PathLike, which: str = "best"):
+    """Loads a checkpoint of ``workdir`` without the data: ``(params, config, stats)``.
+
+    ``params`` are numpy arrays in the model's tree, ``config`` the run's ConfigDict (fields
+    added since the run take their defaults) and ``stats`` holds ``image_mean``, ``image_std``
+    (training-split pixel statistics) and ``n_neurons``: everything ``build_model`` needs.
+    :func:`load_run` also rebuilds the model and loads the data. Paper: Sec. 3.3 (the best
+    checkpoint by validation loss).
+
+    Raises:
+      FileNotFoundError: ``checkpoints/<which>`` holds no finalized step.
+
+    Example::
+
+        params, config, stats = dina_jax.restore("workdirs/synthetic")
+        model = dina_jax.build_model(config, stats["n_neurons"], image_mean=stats["image_mean"],
+                                     image_std=stats["image_std"])
+    """
+    params, meta = _restore_params(os.fspath(workdir), which)
+    return params, with_defaults(config_from_json(meta["config"])), dict(meta["stats"])
+
+
+# ------------------------------------------------------------------------------ a trained run
+
+
+class TrainedRun(NamedTuple):
+    """A trained workdir, ready for analysis; unpacks as ``model, params, config, dataset``.
+
+    Attributes:
+      model: the ``DualTower`` module (``dina_jax.build_model``), normalization statistics set.
+      params: the checkpoint's parameter tree (numpy float32 arrays).
+      config: the run's ConfigDict (fields added since training take their defaults; ``data``,
+        ``eval`` and ``analysis`` from the caller's config when one was given).
+      dataset: the run's ``Dataset`` (images (S, 68, 270), responses (S, N) float32) with the
+        split the run was trained with (``dataset.split.test`` are the held-out rows).
+    """
+
+    model: Any
+    params: Any
+    config: ml_collections.ConfigDict
+    dataset: Any
+
+
+def load_run(
+    workdir: str | os.PathLike,
+    which: str = "best",
+    *,
+    config: ml_collections.ConfigDict | None = None,
+) -> TrainedRun:
+    """Restores a checkpoint of ``workdir`` with its model and data (a Sec. 3.3 training run).
+
+    The architecture and the data statistics come from the checkpoint; the split is the one
+    recorded in the checkpoint (``split.json`` must agree with it).
+
+    Args:
+      workdir: a folder written by ``train_and_evaluate`` (``checkpoints/``, ``split.json``).
+      which: ``"best"`` (lowest validation loss) or ``"latest"``.
+      config: optional config whose ``data``, ``eval`` and ``analysis`` sections replace the
+        run's, e.g. when the data folder moved (a Drive mount in another session) or to analyse
+        with other settings; everything else comes from the run.
+
+    Returns:
+      A :class:`TrainedRun` ``(model, params, config, dataset)``.
+
+    Raises:
+      FileNotFoundError: no finalized checkpoint. DataError: the data do not match the run
+        (neuron count, split rows), or ``split.json`` disagrees with the checkpoint.
+
+    Example::
+
+        model, params, config, dataset = dina_jax.load_run("workdirs/synthetic")
+        test = dataset.split.test                                    # (S_test,) int64 rows
+        z_neu = dina_jax.encode_neurons(model, params, dataset.responses[test])  # (S_test, 16, 64)
+    """
+    from dina_jax.models import build_model  # The models import nothing from here.
+
+    workdir = os.path.abspath(os.fspath(workdir))
+    params, meta = _restore_params(workdir, which)
+    run_config = with_defaults(config_from_json(meta["config"]))
+    if config is not None:
+        for section in CALLER_SECTIONS:
+            run_config[section] = ml_collections.ConfigDict(config[section].to_dict())
+    stats = meta["stats"]
+    dataset = pipeline.load_dataset(run_config, workdir=workdir)
+    if dataset.n_neurons != int(stats["n_neurons"]):
+        raise DataError(
+            f"{workdir}: the checkpoint has {stats['n_neurons']} neurons but the data "
+            f"({dataset.name}) have {dataset.n_neurons}; was it trained on other data?"
+        )
+    split = recorded_split(workdir, meta)
+    if max(split.train.max(initial=-1), split.val.max(initial=-1), split.test.max(initial=-1)) >= (
+        dataset.n_images
+    ):
+        raise DataError(
+            f"{workdir}: the run's split has rows beyond the {dataset.n_images} rows of "
+            f"{dataset.name}; was it trained on other data?"
+        )
+    model = build_model(
+        run_config,
+        int(stats["n_neurons"]),
+        image_mean=float(stats["image_mean"]),
+        image_std=float(stats["image_std"]),
+    )
+    return TrainedRun(model, params, run_config, dataclasses.replace(dataset, split=split))
+
+
+def recorded_split(workdir: str, meta: dict) -> pipeline.Split:
+    """The split stored in a checkpoint's metadata, checked against ``workdir/split.json``."""
+    split = pipeline.Split(**{k: np.asarray(meta["split"][k], np.int64) for k in pipeline.SPLITS})
+    path = os.path.join(workdir, "split.json")
+    if os.path.exists(path):
+        on_disk = pipeline.load_split(path)
+        if any(not np.array_equal(getattr(on_disk, k), getattr(split, k)) for k in pipeline.SPLITS):
+            raise DataError(
+                f"{path}: differs from the split recorded in the checkpoint; the workdir was "
+                "changed after training (restore split.json or use a new workdir)"
+            )
+    return split
+
+
+# ------------------------------------------------------------------------------ format upgrades
+
+
+def upgrade_format_1(meta: dict, params) -> tuple[dict, Any]:
+    """Format 1 metadata and parameters in today's layout (see the module docstring)."""
+    meta = copy.deepcopy(meta)
+    config = meta["config"]
+    model = config.get("model", {})
+    image, neural = model.get("image", {}), model.get("neural", {})
+    block_size = neural.get("block_size", 512)
+    for key in ("input_hw", "resize_hw"):
+        if key in image:
+            model[key] = image.pop(key)
+    image.setdefault("block_size", block_size)  # Format 1 used the neural block size everywhere.
+    baseline = model.pop("baseline", None)
+    if baseline is not None:
+        model["readout"] = {"mlp_hidden": baseline["mlp_hidden"]}
+        model["vgg16"] = {
+            "widths": baseline["vgg_widths"],
+            "depths": baseline["vgg_depths"],
+            "pooled_blocks": baseline["vgg_pooled_blocks"],
+            "head_hidden": baseline["head_hidden"],
+        }
+        model["vit"] = {
+            "patch": baseline["vit_patch"],
+            "dim": baseline["vit_dim"],
+            "depth": baseline["vit_depth"],
+            "num_heads": baseline["vit_heads"],
+            "mlp_ratio": baseline["vit_mlp_ratio"],
+            "head_hidden": baseline["head_hidden"],
+            "attention": baseline["vit_attention"],
+            "block_size": block_size,
+        }
+    # The analysis settings always come from the caller (or today's defaults), never the run.
+    config.pop("analysis", None)
+    meta["format"] = FORMAT
+    neural_params = params.get("neural_tower", {})
+    if "query" in neural_params:
+        moved = {name: neural_params[name] for name in ("query", "key", "value")}
+        rest = {k: v for k, v in neural_params.items() if k not in moved}
+        params = {**params, "neural_tower": {**rest, "population_attention": moved}}
+    return meta, params
+
+
+def config_json(config: ml_collections.ConfigDict) -> dict:
+    """A config as the JSON object stored in ``config.json`` and in every checkpoint."""
+    return json.loads(config.to_json_best_effort(sort_keys=True))
+
+
+# The name the notebooks and the README have used since 0.1.0.
+load_trained = load_run

@@ -1,0 +1,468 @@
+"""The training loop (paper Sec. 3.3): epochs, validation, early stopping, checkpoints, metrics.
+
+``train_and_evaluate(config, workdir)`` is what the CLI and notebooks call: it trains (resuming
+from ``workdir`` when it holds a checkpoint) and then evaluates the best checkpoint.
+
+The loop checkpoints ``latest`` every ``config.train.checkpoint_every_steps`` steps and at every
+epoch end, and ``best`` whenever the validation loss improves (``dina_jax.checkpoint``). Its
+position is the step alone: epoch ``step // steps_per_epoch``, batch ``step % steps_per_epoch``
+(a checkpoint at an epoch's last step is written only after that epoch's validation). Batch
+order is a pure function of (seed, epoch), so a run killed at any point and restarted with the
+same workdir skips the batches it already did and ends with bitwise the same parameters.
+
+With ``config.train.ema_decay`` > 0 validation, early stopping and ``best`` use the parameter
+EMA. Multi-host (TPU pods, several GPU hosts): set ``config.train.distributed`` and every process
+calls ``jax.distributed.initialize()`` first; every process draws the same global batch order and
+feeds its own contiguous share of each batch to its local devices; process 0 writes the files.
+
+Workdir layout::
+
+    config.json, split.json, metrics.jsonl, tensorboard/ (if a TensorBoard writer is installed)
+    checkpoints/latest/<step>/{params,train,meta}
+    checkpoints/best/<step>/{params,train,meta}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+import warnings
+
+import jax
+import ml_collections
+import numpy as np
+from tqdm import tqdm
+
+from dina_jax import checkpoint
+from dina_jax.data import pipeline
+from dina_jax.evaluation import evaluate
+from dina_jax.models import build_model
+from dina_jax.training import optim, state as state_lib, step as step_lib
+from dina_jax.training.writer import MetricWriter
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; training stopped before saving that state."""
+
+
+@dataclasses.dataclass
+class Progress:
+    """The loop's position and early-stopping state; stored in every checkpoint's metadata.
+
+    Attributes:
+      step: optimizer steps applied; the epoch and the batch inside it follow from it.
+      epoch_sums: sums of the per-step training metrics over the current epoch's batches.
+      epoch_seconds: training time of those batches.
+      best_val_loss, best_epoch, best_step: the best validation loss so far and where.
+      bad_epochs: epochs since the validation loss last improved (early stopping).
+      finished: the epoch budget is spent or early stopping fired.
+      stopped_early: early stopping fired before the budget.
+    """
+
+    step: int = 0
+    epoch_sums: dict = dataclasses.field(default_factory=dict)
+    epoch_seconds: float = 0.0
+    best_val_loss: float | None = None
+    best_epoch: int | None = None
+    best_step: int | None = None
+    bad_epochs: int = 0
+    finished: bool = False
+    stopped_early: bool = False
+
+    def to_json(self, steps_per_epoch: int) -> dict:
+        """The stored form; ``epoch`` (0-based, in progress) and ``batches_done`` are derived."""
+        epoch, batches = divmod(self.step, steps_per_epoch)
+        return {**dataclasses.asdict(self), "epoch": epoch, "batches_done": batches}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Progress:
+        names = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+# ------------------------------------------------------------------------------ options
+
+
+def check_train_options(config: ml_collections.ConfigDict) -> None:
+    """Raises ValueError unless the training options of ``config`` are usable."""
+    train = config.train
+    pipeline.check_response_options(train.responses, float(train.neuron_dropout))
+    if not 0.0 <= float(train.ema_decay) < 1.0:
+        raise ValueError(f"train.ema_decay must be in [0, 1), got {train.ema_decay}")
+    optim.check_optimizer_options(config)
+
+
+def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
+    """Calls ``jax.distributed.initialize()`` once when ``config.train.distributed`` is set.
+
+    It must run before anything touches a JAX backend (even ``jax.devices()``); the cluster
+    (coordinator, process ids) comes from the environment (TPU pods, SLURM, Open MPI).
+    """
+    if config.train.distributed and not jax.distributed.is_initialized():
+        jax.distributed.initialize()
+
+
+# ------------------------------------------------------------------------------ validation
+
+
+def evaluate_loss(p_eval_step, replicated_params, dataset, rows, batch_size: int) -> dict:
+    """Mean InfoNCE metrics over ``rows`` (every example weighted once), as Python floats.
+
+    ``p_eval_step`` from ``step.pmapped_eval_step``, ``replicated_params`` from
+    ``step.replicate``; batches of the global ``batch_size`` (the training batch: InfoNCE depends
+    on the number of negatives), the last one padded and masked.
+    """
+    totals: dict[str, float] = {}
+    count = 0.0
+    n_dev = jax.local_device_count()
+    for batch_rows, mask in pipeline.evaluation_batches(rows, batch_size):
+        images, responses = pipeline.device_batch(dataset, batch_rows)
+        local_mask = pipeline.shard(pipeline.process_rows(mask), n_dev)
+        metrics = step_lib.unreplicate_to_host(
+            p_eval_step(replicated_params, images, responses, local_mask)
+        )
+        weight = float(metrics.pop("count"))
+        count += weight
+        for key, value in metrics.items():
+            totals[key] = totals.get(key, 0.0) + weight * float(value)
+    return {key: value / max(count, 1.0) for key, value in totals.items()}
+
+
+def checkpoint_loss(workdir: str, which: str = "best", split: str = "val") -> dict:
+    """InfoNCE metrics of a saved checkpoint on one split of its data, recomputed from disk.
+
+    Runs the same compiled evaluation step on the same batches as the training loop, so on the
+    same devices it reproduces the logged validation numbers of that checkpoint exactly.
+
+    Args:
+      workdir: a training workdir.
+      which: "best" or "latest".
+      split: "train", "val" or "test" (the run's recorded split).
+    """
+    run = checkpoint.load_run(workdir, which)
+    p_eval = step_lib.pmapped_eval_step(run.model.apply, float(run.config.loss.temperature))
+    rows = np.asarray(getattr(run.dataset.split, split))
+    return evaluate_loss(
+        p_eval, step_lib.replicate(run.params), run.dataset, rows, int(run.config.train.batch_size)
+    )
+
+
+# ------------------------------------------------------------------------------ the loop
+
+
+def _write_json_once(path: str, payload: dict) -> None:
+    if os.path.exists(path):
+        return
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _mean_records(host_metrics: list[dict]) -> dict:
+    """Mean of each metric over the steps of one log record; learning rates of the last step."""
+    mean = {
+        k: float(np.mean([m[k] for m in host_metrics]))
+        for k in host_metrics[0]
+        if k != "count" and not k.startswith("lr_")
+    }
+    mean.update({k: float(v) for k, v in host_metrics[-1].items() if k.startswith("lr_")})
+    return mean
+
+
+class Trainer:
+    """One training run in a workdir: data, compiled steps, checkpoints, metrics."""
+
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+        self.config = config
+        self.workdir = workdir
+        self.primary = jax.process_index() == 0
+        check_train_options(config)  # Before anything is loaded or written.
+        self.dataset = dataset = pipeline.load_dataset(config, workdir=workdir)
+        if self.primary:
+            _write_json_once(
+                os.path.join(workdir, "config.json"), checkpoint.config_json(config)
+            )
+            pipeline.save_split(os.path.join(workdir, "split.json"), dataset.split)
+
+        self.batch_size = int(config.train.batch_size)
+        if self.batch_size % jax.device_count():
+            raise ValueError(
+                f"config.train.batch_size={self.batch_size} does not divide over "
+                f"{jax.device_count()} devices"
+            )
+        self.train_rows = np.asarray(dataset.split.train)
+        self.steps_per_epoch = len(self.train_rows) // self.batch_size
+        if self.steps_per_epoch == 0:
+            raise ValueError(
+                f"the training split ({len(self.train_rows)} images) is smaller than one batch "
+                f"({self.batch_size})"
+            )
+        self.num_epochs = int(config.train.num_epochs)
+        self.log_every = max(int(config.train.log_every), 1)
+        self.checkpoint_every = max(int(config.train.checkpoint_every_steps), 1)
+
+        model = build_model(
+            config, dataset.n_neurons, image_mean=dataset.image_mean, image_std=dataset.image_std
+        )
+        state = state_lib.create_train_state(
+            config, model, jax.random.PRNGKey(config.seed), self.steps_per_epoch
+        )
+        self.latest = checkpoint.manager(workdir, "latest", create=True)
+        self.best = checkpoint.manager(workdir, "best", create=True)
+        self.writer = MetricWriter(workdir, enabled=self.primary)
+        self.static_meta = {
+            "config": checkpoint.config_json(config),
+            "stats": {
+                "image_mean": float(dataset.image_mean),
+                "image_std": float(dataset.image_std),
+                "n_neurons": int(dataset.n_neurons),
+            },
+            "split": dataset.split.as_lists(),
+        }
+        self.progress = Progress()
+        if self.latest.latest_step() is not None:
+            state = self._resume(state)
+        temperature = float(config.loss.temperature)
+        schedules = optim.make_schedules(config, self.steps_per_epoch)
+        self.p_train = step_lib.pmapped_train_step(temperature, schedules)
+        self.p_eval = step_lib.pmapped_eval_step(model.apply, temperature)
+        self.rstate = step_lib.replicate(state)
+        self.last_saved_step = self.latest.latest_step()
+        self.last_learning_rates: dict[str, float] = {}  # of the newest fetched step
+
+    @property
+    def epoch(self) -> int:
+        """The 0-based epoch in progress (== epochs completed at an epoch boundary)."""
+        return self.progress.step // self.steps_per_epoch
+
+    def _resume(self, state: state_lib.TrainState) -> state_lib.TrainState:
+        meta = checkpoint.read_meta(self.latest)
+        saved_decay = float(meta["config"]["train"].get("ema_decay", 0.0))
+        if (saved_decay > 0) != (state.ema_params is not None):
+            raise ValueError(
+                f"{self.latest.directory}: its checkpoint was trained with train.ema_decay="
+                f"{saved_decay}, this config has {state.ema_decay}; use a new workdir"
+            )
+        arrays, meta = checkpoint.restore_arrays(self.latest, state_lib.state_arrays(state))
+        if meta["split"] != self.static_meta["split"]:
+            raise ValueError(
+                f"{self.workdir}: its checkpoint was trained on another train/val/test split "
+                "(different data or seed); use a new workdir"
+            )
+        state = state_lib.with_arrays(state, arrays)
+        self.progress = progress = Progress.from_json(meta["progress"])
+        self.writer.truncate_after(progress.step)
+        # A kill between the epoch-end saves of `latest` and `best` leaves `best` one improvement
+        # behind; the restored state *is* that best state, so save it now.
+        if progress.best_step == progress.step != self.best.latest_step():
+            checkpoint.save(self.best, jax.device_get(arrays), self._meta())
+        return state
+
+    def _meta(self) -> dict:
+        return {**self.static_meta, "progress": self.progress.to_json(self.steps_per_epoch)}
+
+    def _save(self, checkpoints) -> None:
+        arrays = step_lib.unreplicate_to_host(state_lib.state_arrays(self.rstate))
+        checkpoint.save(checkpoints, arrays, self._meta())
+        if checkpoints is self.latest:
+            self.last_saved_step = self.progress.step
+
+    def _fetch(self, pending: list, window: list) -> None:
+        """Moves per-step device metrics to the host, raising on the first non-finite loss."""
+        sums = self.progress.epoch_sums
+        for step, device_metrics in pending:
+            host = step_lib.unreplicate_to_host(device_metrics)
+            loss = float(host["loss"])
+            if not math.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"training loss is {loss} at step {step} (epoch {self.epoch + 1}); "
+                    f"stopped. The last good checkpoint (step {self.last_saved_step}) in "
+                    f"{os.path.join(self.workdir, 'checkpoints')} is left intact."
+                )
+            window.append(host)
+            for key, value in host.items():
+                if key.startswith("lr_"):
+                    self.last_learning_rates[key] = float(value)
+                else:
+                    sums[key] = sums.get(key, 0.0) + float(value)
+        pending.clear()
+
+    def train_epoch(self) -> None:
+        """Runs the remaining batches of the current epoch (all of them unless resumed)."""
+        progress, epoch = self.progress, self.epoch
+        done = progress.step % self.steps_per_epoch
+        bar = tqdm(
+            total=self.steps_per_epoch,
+            initial=done,
+            desc=f"epoch {epoch + 1}/{self.num_epochs}",
+            disable=not self.primary,
+            leave=False,
+        )
+        pending: list = []  # (step, device metrics) not yet fetched: keeps dispatch asynchronous
+        window: list[dict] = []  # host metrics since the last record
+        record_time, record_step = time.time(), progress.step
+        epoch_start = time.time()
+        batches = pipeline.iterate_batches(
+            self.train_rows, self.batch_size, seed=int(self.config.seed), epoch=epoch
+        )
+        try:
+            for batch_index, rows in enumerate(batches):
+                if batch_index < done:
+                    continue  # applied before the restart
+                responses = pipeline.training_responses(
+                    self.dataset,
+                    rows,
+                    source=self.config.train.responses,
+                    neuron_dropout=float(self.config.train.neuron_dropout),
+                    seed=int(self.config.seed),
+                    epoch=epoch,
+                    batch_index=batch_index,
+                )
+                images, responses = pipeline.device_batch(self.dataset, rows, responses)
+                self.rstate, metrics = self.p_train(self.rstate, images, responses)
+                step = progress.step + 1
+                pending.append((step, metrics))
+                is_last = batch_index + 1 == self.steps_per_epoch
+                is_log = (step - 1) % self.log_every == 0
+                # The epoch-end save follows the last batch; a save here would repeat the step.
+                is_checkpoint = step % self.checkpoint_every == 0 and not is_last
+                if is_log or is_checkpoint or is_last:
+                    self._fetch(pending, window)  # never log or save past a non-finite loss
+                progress.step = step
+                bar.update(1)
+                if is_log:
+                    now = time.time()
+                    mean = _mean_records(window)
+                    record = {
+                        "kind": "train",
+                        "step": step,
+                        "epoch": epoch + 1,
+                        "train_loss": mean.pop("loss"),
+                        **{k if k.startswith("lr_") else f"train_{k}": v for k, v in mean.items()},
+                        "examples_per_sec": (step - record_step)
+                        * self.batch_size
+                        / (now - record_time),
+                    }
+                    self.writer.write(record)
+                    bar.set_postfix(loss=f"{record['train_loss']:.3f}")
+                    window.clear()
+                    record_time, record_step = now, step
+                if is_checkpoint:
+                    progress.epoch_seconds += time.time() - epoch_start
+                    self._save(self.latest)
+                    epoch_start = time.time()
+        finally:
+            bar.close()
+        progress.epoch_seconds += time.time() - epoch_start
+
+    def end_epoch(self) -> None:
+        """Validation loss, early stopping, the epoch record and the epoch-end checkpoints."""
+        progress = self.progress
+        epoch = progress.step // self.steps_per_epoch - 1  # the epoch just completed, 0-based
+        val = evaluate_loss(
+            self.p_eval,
+            self.rstate.eval_params,
+            self.dataset,
+            self.dataset.split.val,
+            self.batch_size,
+        )
+        val_loss = val.pop("loss")
+        improved = math.isfinite(val_loss) and (
+            progress.best_val_loss is None or val_loss < progress.best_val_loss
+        )
+        if improved:
+            progress.best_val_loss, progress.best_epoch = val_loss, epoch + 1
+            progress.best_step, progress.bad_epochs = progress.step, 0
+        else:
+            progress.bad_epochs += 1
+        record = {
+            "kind": "epoch",
+            "step": progress.step,
+            "epoch": epoch + 1,
+            "train_loss": progress.epoch_sums.get("loss", math.nan) / self.steps_per_epoch,
+            "val_loss": val_loss,
+            **{f"val_{k}": v for k, v in val.items()},
+            "best_val_loss": progress.best_val_loss,
+            **self.last_learning_rates,
+            "examples_per_sec": self.steps_per_epoch
+            * self.batch_size
+            / max(progress.epoch_seconds, 1e-9),
+        }
+        self.writer.write(record)
+        stop = progress.bad_epochs >= int(self.config.train.patience)
+        progress.epoch_sums, progress.epoch_seconds = {}, 0.0
+        progress.stopped_early = bool(stop and epoch + 1 < self.num_epochs)
+        progress.finished = bool(stop or epoch + 1 >= self.num_epochs)
+        # `latest` first: if killed before `best` is written, the restart repairs `best` from
+        # `latest` (see _resume); the reverse order could not be repaired.
+        self._save(self.latest)
+        if improved:
+            self._save(self.best)
+        if self.primary:
+            print(
+                f"epoch {epoch + 1}: train_loss {record['train_loss']:.4f} val_loss "
+                f"{val_loss:.4f} (best {progress.best_val_loss:.4f} at epoch "
+                f"{progress.best_epoch})",
+                flush=True,
+            )
+
+    def run(self) -> dict:
+        start = time.time()
+        try:
+            with warnings.catch_warnings():
+                # XLA:CPU does not implement buffer donation and warns on every call.
+                warnings.filterwarnings("ignore", message=".*[Dd]onat.*")
+                while not self.progress.finished and self.epoch < self.num_epochs:
+                    self.train_epoch()
+                    self.end_epoch()
+        finally:
+            self.writer.close()
+        progress = self.progress
+        return {
+            "best_val_loss": progress.best_val_loss,
+            "best_epoch": progress.best_epoch,
+            "best_step": progress.best_step,
+            "final_step": progress.step,
+            "epochs_completed": self.epoch,
+            "stopped_early": progress.stopped_early,
+            "train_seconds": time.time() - start,
+        }
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
+    """Trains (resuming from ``workdir`` when it holds a checkpoint), then evaluates ``best``.
+
+    Paper Sec. 3.3: symmetric InfoNCE (T = 0.01) over the global batch, AdamW on the image
+    tower and RMSprop on the neural tower, early stopping on the validation loss. A workdir whose
+    run finished (epoch budget or early stopping) is not trained further; only the evaluation
+    runs again.
+
+    Returns:
+      A dict of final numbers: ``best_val_loss``, ``best_epoch``, ``best_step``, ``final_step``,
+      ``epochs_completed``, ``stopped_early``, ``train_seconds`` (this call) and, when
+      ``config.train.evaluate_at_end``, ``eval`` (the result of ``dina_jax.evaluate``).
+
+    Raises:
+      NonFiniteLossError: a training loss was NaN/inf; the message names the step; the
+        checkpoints saved before it are left as they were.
+      ValueError: the batch does not divide over the devices, the training split is smaller
+        than one batch, or the workdir's checkpoint was trained on another split.
+
+    Example::
+
+        config = dina_jax.load_config("synthetic", {"train.num_epochs": 5})
+        result = dina_jax.train_and_evaluate(config, "workdirs/synthetic")
+        result["best_val_loss"], result["eval"]["retrieval"]["top1"]
+    """
+    maybe_initialize_distributed(config)
+    workdir = os.path.abspath(os.fspath(workdir))
+    os.makedirs(workdir, exist_ok=True)
+    result = Trainer(config, workdir).run()
+    if config.train.evaluate_at_end:
+        result["eval"] = evaluate(config, workdir)
+    return result
