@@ -5,10 +5,12 @@ import os
 
 import h5py
 import jax
+import ml_collections
 import pytest
 
 from dina_jax import train
 from dina_jax.analysis import occlusion, run
+from dina_jax.config import LEGACY_ANALYSIS_FIELDS, get_base_config
 from dina_jax.data import pipeline
 from dina_jax.models import build_model, init_params
 
@@ -18,8 +20,8 @@ def tiny_run(tiny_config, tiny_dataset, tmp_path_factory):
     """A 'trained' tiny run: initial parameters stand in for a checkpoint (no training needed)."""
     config = tiny_config.copy_and_resolve_references()
     config.analysis.n_images = 2
-    config.analysis.occlusion_stride = 17  # 4 x 16 centres: a smoke test, not the paper's grid.
-    config.analysis.ablation_fractions = (0.1, 0.5, 1.0)
+    config.analysis.occlusion.stride = 17  # 4 x 16 centres: a smoke test, not the paper's grid.
+    config.analysis.ablation.fractions = (0.1, 0.5, 1.0)
     model = build_model(
         config,
         tiny_dataset.n_neurons,
@@ -59,3 +61,20 @@ def test_analyze_writes_results_and_figures_then_resumes(tiny_run, monkeypatch):
     monkeypatch.setattr(occlusion, "occlusion_map", fail)
     again = run.analyze(config, workdir)
     assert again["blobs"] == summary["blobs"]
+
+
+def test_with_defaults_moves_the_flat_analysis_fields_of_older_runs():
+    base = get_base_config()
+    for new in LEGACY_ANALYSIS_FIELDS.values():
+        block, field = new.split(".")
+        assert field in base.analysis[block], new
+    old = get_base_config()
+    old.analysis = ml_collections.ConfigDict(
+        dict(n_images=16, occlusion_stride=4, attention_samples=8, ablation_gain_quantile=0.8)
+    )
+    merged = run.with_defaults(old)
+    assert merged.analysis.n_images == 16
+    assert (merged.analysis.occlusion.stride, merged.analysis.occlusion.sigma) == (4, 4.0)
+    assert merged.analysis.attention.samples == 8
+    assert merged.analysis.validation.gain_quantile == 0.8
+    assert set(merged.analysis.keys()) == set(base.analysis.keys())

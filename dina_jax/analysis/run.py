@@ -43,7 +43,7 @@ FIGURES = "figures"
 
 
 # Bump a stage's number when its results change for the same settings (forces a recompute).
-STAGE_VERSIONS = dict(pathways=2, occlusion=2, blobs=2, ablation=2, attention=2, validation=3)
+STAGE_VERSIONS = dict(pathways=2, occlusion=3, blobs=2, ablation=2, attention=2, validation=3)
 
 
 def _settings_key(name: str, settings: dict) -> str:
@@ -90,10 +90,10 @@ def _scalars(group: h5py.Group) -> dict:
 
 
 def _pathway_stage(h5, model, params, images, an, rows):
-    settings = dict(rows=rows.tolist(), win=an.pathway_ssim_window)
+    settings = dict(rows=rows.tolist(), win=an.pathways.ssim_window)
     group, done = _open_stage(h5, "pathways", settings)
     if not done:
-        result = pathways.pathway_ssim(model, params, images, win_size=an.pathway_ssim_window)
+        result = pathways.pathway_ssim(model, params, images, win_size=an.pathways.ssim_window)
         _write(
             group,
             result,
@@ -114,11 +114,12 @@ def occlusion_batch(configured: int) -> int:
 def _occlusion_stage(h5, feature_fn, images, an, rows):
     settings = dict(
         rows=rows.tolist(),
-        sigma=an.occlusion_sigma,
-        stride=an.occlusion_stride,
-        alpha=an.occlusion_alpha,
-        measure=an.occlusion_measure,
-        window=an.occlusion_ssim_window,
+        sigma=an.occlusion.sigma,
+        stride=an.occlusion.stride,
+        alpha=an.occlusion.alpha,
+        measure=an.occlusion.measure,
+        window=an.occlusion.ssim_window,
+        repeats=an.occlusion.repeats,
     )
     group, done = _open_stage(h5, "occlusion", settings)
     n = len(images)
@@ -127,12 +128,13 @@ def _occlusion_stage(h5, feature_fn, images, an, rows):
         group.create_dataset("done", data=np.zeros(n, bool))
     todo = np.nonzero(~group["done"][...])[0]
     options = dict(
-        sigma=an.occlusion_sigma,
-        stride=an.occlusion_stride,
-        alpha=an.occlusion_alpha,
-        measure=an.occlusion_measure,
-        ssim_window=an.occlusion_ssim_window,
-        batch_size=occlusion_batch(an.occlusion_batch),
+        sigma=an.occlusion.sigma,
+        stride=an.occlusion.stride,
+        alpha=an.occlusion.alpha,
+        measure=an.occlusion.measure,
+        ssim_window=an.occlusion.ssim_window,
+        repeats=an.occlusion.repeats,  # App. A.1's N = 5; one pass for a deterministic model.
+        batch_size=occlusion_batch(an.occlusion.batch),
     )
     seconds = []
     for i in tqdm(todo, desc="occlusion maps", unit="image", disable=not len(todo)):
@@ -149,7 +151,7 @@ def _occlusion_stage(h5, feature_fn, images, an, rows):
             group.attrs["seconds_per_image"] = float(np.mean(seconds[1:] or seconds))
         group.attrs["n_centres"] = int(
             np.prod(
-                [len(g) for g in occlusion.occlusion_grid(*images.shape[1:], an.occlusion_stride)]
+                [len(g) for g in occlusion.occlusion_grid(*images.shape[1:], an.occlusion.stride)]
             )
         )
     return group["maps"][...], _scalars(group)
@@ -158,19 +160,19 @@ def _occlusion_stage(h5, feature_fn, images, an, rows):
 def _blob_stage(h5, rf_maps, images, an, rows):
     settings = dict(
         rows=rows.tolist(),
-        threshold=an.blob_threshold,
-        tex_alpha=an.tex_alpha,
-        orientation=an.orientation,
-        min_segment_length=an.min_segment_length,
-        edge_binarization=an.edge_binarization,
+        threshold=an.blobs.threshold,
+        tex_alpha=an.blobs.tex_alpha,
+        orientation=an.blobs.orientation,
+        min_segment_length=an.blobs.min_segment_length,
+        edge_binarization=an.blobs.edge_binarization,
         maps=h5["occlusion"].attrs["settings"],
     )
     options = dict(
-        threshold=an.blob_threshold,
-        tex_alpha=an.tex_alpha,
-        orientation=an.orientation,
-        min_segment_length=an.min_segment_length,
-        edge_binarization=an.edge_binarization,
+        threshold=an.blobs.threshold,
+        tex_alpha=an.blobs.tex_alpha,
+        orientation=an.blobs.orientation,
+        min_segment_length=an.blobs.min_segment_length,
+        edge_binarization=an.blobs.edge_binarization,
     )
     per_image = [
         blobs.extract_blobs(m, im, **options) for m, im in zip(rf_maps, images, strict=True)
@@ -200,10 +202,10 @@ def _blob_stage(h5, rf_maps, images, an, rows):
 def _ablation_stage(h5, model, params, responses, an, rows, seed):
     settings = dict(
         rows=rows.tolist(),
-        fractions=list(an.ablation_fractions),
-        draws=an.ablation_random_draws,
-        target=an.ablation_ssim_target,
-        win=an.ablation_ssim_window,
+        fractions=list(an.ablation.fractions),
+        draws=an.ablation.random_draws,
+        target=an.ablation.ssim_target,
+        win=an.ablation.ssim_window,
         seed=seed,
     )
     group, done = _open_stage(h5, "ablation", settings)
@@ -214,12 +216,12 @@ def _ablation_stage(h5, model, params, responses, an, rows, seed):
         result = ablation.neuron_ablation(
             neural_fn,
             responses,
-            fractions=an.ablation_fractions,
-            n_random=an.ablation_random_draws,
+            fractions=an.ablation.fractions,
+            n_random=an.ablation.random_draws,
             key=jax.random.fold_in(jax.random.key(seed), 6),
-            target=an.ablation_ssim_target,
-            win_size=an.ablation_ssim_window,
-            mask_batch=an.ablation_mask_batch,
+            target=an.ablation.ssim_target,
+            win_size=an.ablation.ssim_window,
+            mask_batch=an.ablation.mask_batch,
             progress=lambda it: tqdm(it, desc="neuron ablation", unit="chunk"),
         )
         scalars = {k: v for k, v in result.items() if np.ndim(v) == 0}
@@ -229,12 +231,12 @@ def _ablation_stage(h5, model, params, responses, an, rows, seed):
 
 
 def _attention_stage(h5, model, params, responses, an, rows, block_size):
-    n = min(an.attention_samples, len(responses))
-    settings = dict(rows=rows[:n].tolist(), bins=an.attention_bins, block=block_size)
+    n = min(an.attention.samples, len(responses))
+    settings = dict(rows=rows[:n].tolist(), bins=an.attention.bins, block=block_size)
     group, done = _open_stage(h5, "attention", settings)
     if not done:
         qk_fn = jax.tree_util.Partial(functools.partial(_attention_qk, model), {"params": params})
-        edges = attention_stats.attention_bin_edges(responses.shape[1], an.attention_bins)
+        edges = attention_stats.attention_bin_edges(responses.shape[1], an.attention.bins)
         counts, moments = attention_stats.attention_histogram_stream(
             qk_fn,
             responses[:n],
@@ -250,13 +252,13 @@ def _attention_stage(h5, model, params, responses, an, rows, block_size):
 
 def _validation_stage(h5, rf_maps, responses, ground_truth, order, an, rows):
     settings = dict(
-        rows=rows.tolist(), maps=h5["occlusion"].attrs["settings"], q=an.ablation_gain_quantile
+        rows=rows.tolist(), maps=h5["occlusion"].attrs["settings"], q=an.validation.gain_quantile
     )
     group, done = _open_stage(h5, "validation", settings)
     if not done:
         footprints = validation.drive_footprints(responses, ground_truth, rf_maps.shape[1:])
         occ = validation.occlusion_footprint_score(rf_maps, footprints)
-        truth = validation.high_gain_neurons(ground_truth, an.ablation_gain_quantile)
+        truth = validation.high_gain_neurons(ground_truth, an.validation.gain_quantile)
         overlap = ablation.ground_truth_overlap(order, truth)
         _write(
             group,
@@ -343,10 +345,10 @@ def make_figures(workdir, images, rf_maps, per_image, results, an) -> list[str]:
         ]
     )
     rows_c, cols_c = occlusion.occlusion_grid(height, width, 1)
-    gy, iny = occlusion.gaussian_profiles(rows_c[[peak[0]]], height, an.occlusion_sigma)
-    gx, inx = occlusion.gaussian_profiles(cols_c[[peak[1]]], width, an.occlusion_sigma)
+    gy, iny = occlusion.gaussian_profiles(rows_c[[peak[0]]], height, an.occlusion.sigma)
+    gx, inx = occlusion.gaussian_profiles(cols_c[[peak[1]]], width, an.occlusion.sigma)
     occluded = np.asarray(
-        occlusion.occlude(images[shown], gy[0], gx[0], iny[0], inx[0], an.occlusion_alpha)
+        occlusion.occlude(images[shown], gy[0], gx[0], iny[0], inx[0], an.occlusion.alpha)
     )
     paths.append(
         plots.plot_occlusion_example(
@@ -355,7 +357,7 @@ def make_figures(workdir, images, rf_maps, per_image, results, an) -> list[str]:
             rf_maps[shown],
             centres,
             os.path.join(out, "fig5b_occlusion.png"),
-            sigma=an.occlusion_sigma,
+            sigma=an.occlusion.sigma,
         )
     )
     n_show = min(6, len(images))
@@ -371,13 +373,13 @@ def make_figures(workdir, images, rf_maps, per_image, results, an) -> list[str]:
             rf_maps[shown],
             [b.mask for b in per_image[shown]],
             os.path.join(out, "fig5d_blobs.png"),
-            threshold=an.blob_threshold,
+            threshold=an.blobs.threshold,
             sti=[b.sti for b in per_image[shown]],
         )
     )
     paths.append(plots.plot_blob_counts(table["count"], os.path.join(out, "fig5e_blob_count.png")))
     paths.append(plots.plot_blob_sizes(table["area"], os.path.join(out, "fig5f_blob_size.png")))
-    examples = _sti_examples(per_image, images, an.edge_binarization)
+    examples = _sti_examples(per_image, images, an.blobs.edge_binarization)
     if examples:
         paths.append(plots.plot_sti_examples(examples, os.path.join(out, "fig5g_sti_examples.png")))
     paths.append(plots.plot_sti_distribution(table["sti"], os.path.join(out, "fig5h_sti.png")))
@@ -389,7 +391,7 @@ def make_figures(workdir, images, rf_maps, per_image, results, an) -> list[str]:
                 ab["ranked_curve"],
                 ab["random_curve"],
                 os.path.join(out, "fig6a_ablation.png"),
-                target=an.ablation_ssim_target,
+                target=an.ablation.ssim_target,
             )
         )
     if "attention" in results:
@@ -484,11 +486,21 @@ def analyze(config, workdir: str) -> dict:
 
 def with_defaults(config):
     """The base config updated with ``config``: fields added after a run was trained take their
-    defaults, so older runs stay analysable."""
-    from dina_jax.config import get_base_config
+    defaults, so older runs stay analysable.
 
+    The flat ``analysis`` fields of older configs (``analysis.occlusion_stride``, ...) move to
+    their per-stage blocks (``analysis.occlusion.stride``; ``config.LEGACY_ANALYSIS_FIELDS``).
+    """
+    from dina_jax.config import LEGACY_ANALYSIS_FIELDS, get_base_config
+
+    values = config.to_dict()
+    analysis = values.get("analysis", {})
+    for old, new in LEGACY_ANALYSIS_FIELDS.items():
+        if old in analysis:
+            block, field = new.split(".")
+            analysis.setdefault(block, {})[field] = analysis.pop(old)
     merged = get_base_config()
-    merged.update(config.to_dict())
+    merged.update(values)
     return merged
 
 
