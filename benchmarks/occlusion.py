@@ -63,12 +63,12 @@ def main() -> None:
     image = np.random.default_rng(0).random((68, 270)).astype(np.float32)
     rows, cols = occlusion.occlusion_grid(68, 270, args.stride)
     n_centres = len(rows) * len(cols)
-    an = config.analysis
+    an = config.analysis.occlusion
     options = dict(
-        sigma=an.occlusion_sigma,
-        alpha=an.occlusion_alpha,
-        measure=an.occlusion_measure,
-        ssim_window=an.occlusion_ssim_window,
+        sigma=an.sigma,
+        alpha=an.alpha,
+        measure=an.measure,
+        ssim_window=an.ssim_window,
         stride=args.stride,
     )
     print(

@@ -46,6 +46,6 @@ def get_config():
     # paper's 280 stimuli at stride 2 take hours on a CPU; those stay the defaults of the real
     # configs): measured ~11 s of occlusion per stimulus on the 2-core machine.
     config.analysis.n_images = 16
-    config.analysis.occlusion_stride = 4
-    config.analysis.attention_samples = 8
+    config.analysis.occlusion.stride = 4
+    config.analysis.attention.samples = 8
     return config

@@ -46,7 +46,7 @@ def get_config():
     config.optim.neural.warmup_epochs = 0.5
     config.eval.batch_size = 16
     config.analysis.n_images = 2
-    config.analysis.occlusion_stride = 8
-    config.analysis.ablation_random_draws = 2
-    config.analysis.attention_samples = 2
+    config.analysis.occlusion.stride = 8
+    config.analysis.ablation.random_draws = 2
+    config.analysis.attention.samples = 2
     return config

@@ -174,6 +174,11 @@ def restore(workdir: str | os.PathLike, which: str = "best"):
     return params, with_defaults(config_from_json(meta["config"])), dict(meta["stats"])
 
 
+def run_config(workdir: str | os.PathLike, which: str = "best") -> ml_collections.ConfigDict:
+    """The config a run was trained with (from its checkpoint), fields added since at defaults."""
+    return restore(workdir, which)[1]
+
+
 # ------------------------------------------------------------------------------ a trained run
 
 
@@ -305,8 +310,6 @@ def upgrade_format_1(meta: dict, params) -> tuple[dict, Any]:
             "attention": baseline["vit_attention"],
             "block_size": block_size,
         }
-    # The analysis settings always come from the caller (or today's defaults), never the run.
-    config.pop("analysis", None)
     meta["format"] = FORMAT
     neural_params = params.get("neural_tower", {})
     if "query" in neural_params:

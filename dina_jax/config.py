@@ -9,12 +9,15 @@ recorded in ``docs/decisions.md``.
 tests, the benchmarks and the experiments all use it); :func:`config_from_json` and
 :func:`with_defaults` rebuild the config a run recorded.
 
-Sections: ``data``, ``model`` (``image``, ``neural``, ``vgg16``, ``vit``, ``readout``), ``loss``, ``optim``
-(``image``, ``neural``), ``train``, ``eval``, ``analysis``.
+Sections: ``data``, ``model`` (``image``, ``neural``, ``vgg16``, ``vit``, ``readout``), ``loss``,
+``optim`` (``image``, ``neural``), ``train``, ``eval``, ``analysis`` (``n_images``, then one block
+per analysis stage: ``pathways``, ``occlusion``, ``blobs``, ``ablation``, ``attention``,
+``validation``).
 """
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import os
@@ -215,33 +218,51 @@ def get_base_config() -> ml_collections.ConfigDict:
     ev.n_retrieved = 5  # Retrieved images shown per neural query (Fig. 3: top-5).
 
     # ------------------------------------------------------------------ analyses (Sec. 4.4–4.5, A)
+    # One block per analysis stage (dina_jax/analysis/stages.py). A stage's stored results are
+    # keyed by its block (and the stimuli), so changing a field recomputes that stage and the
+    # stages built on it, and nothing else.
     config.analysis = an = ml_collections.ConfigDict()
     an.n_images = 280  # Test stimuli analysed (all of them by default).
-    an.occlusion_sigma = 4.0  # Gaussian occluder sigma in pixels (App. A.1).
-    an.occlusion_stride = 2  # Grid stride of occlusion centres (App. A.1).
-    an.occlusion_alpha = 1.0  # Occlusion strength alpha (Eq. 11).
-    an.occlusion_measure = "ssim"  # "ssim" (Eq. 13, used in Sec. 4.4) or "cos" (Eq. 12).
-    an.occlusion_ssim_window = 3  # SSIM window on the feature maps (App. A.1).
-    an.occlusion_repeats = 5  # N = 5 repeats; a deterministic model is evaluated once.
+
+    an.pathways = ml_collections.ConfigDict()  # Pathway masking (Sec. 4.4, Fig. 5a).
+    an.pathways.ssim_window = 7  # SSIM window, pathway-masked vs full feature map (Fig. 5a).
+
+    an.occlusion = occlusion = ml_collections.ConfigDict()  # Gaussian occlusion (App. A.1).
+    occlusion.sigma = 4.0  # Gaussian occluder sigma in pixels (App. A.1).
+    occlusion.stride = 2  # Grid stride of occlusion centres (App. A.1).
+    occlusion.alpha = 1.0  # Occlusion strength alpha (Eq. 11).
+    occlusion.measure = "ssim"  # "ssim" (Eq. 13, used in Sec. 4.4) or "cos" (Eq. 12).
+    occlusion.ssim_window = 3  # SSIM window on the feature maps (App. A.1).
+    occlusion.repeats = 5  # N = 5 repeats; a deterministic model is evaluated once.
     # Occluded images per compiled chunk (memory); 0 = auto: 256 on GPU/TPU, 8 on CPU (where the
     # cost per image does not fall with the batch and large batches fall out of cache).
-    an.occlusion_batch = 0
-    an.blob_threshold = 0.6  # Blob iso-level of the normalized RF map (Eq. 16).
+    occlusion.batch = 0
+
+    an.blobs = blobs = ml_collections.ConfigDict()  # Blobs and shape descriptors (App. A.2-A.3).
+    blobs.threshold = 0.6  # Blob iso-level of the normalized RF map (Eq. 16).
     # Tex(T) sensitivity alpha (Eq. 20); not in the paper: ln 2 / (sqrt 2 - 1), Tex(sqrt 2) = 1/2.
-    an.tex_alpha = 1.6734
-    an.orientation = "axial"  # Eq. 18 on e^{2i theta} ("axial") or literal e^{i theta}.
-    an.min_segment_length = 3.0  # Shortest skeleton segment (px) used for T and R (App. A.2).
-    an.edge_binarization = "blob_otsu"  # Sobel edges: Otsu per blob ("blob_otsu") or "image_otsu".
-    an.pathway_ssim_window = 7  # SSIM window, pathway-masked vs full feature map (Fig. 5a).
+    blobs.tex_alpha = 1.6734
+    blobs.orientation = "axial"  # Eq. 18 on e^{2i theta} ("axial") or literal e^{i theta}.
+    blobs.min_segment_length = 3.0  # Shortest skeleton segment (px) used for T and R (App. A.2).
+    # Sobel edges: Otsu per blob ("blob_otsu") or "image_otsu".
+    blobs.edge_binarization = "blob_otsu"
+
+    an.ablation = ablation = ml_collections.ConfigDict()  # Neuron ablation (Sec. 4.5, Fig. 6a).
     # Neuron subset sizes as fractions of the population (Fig. 6a).
-    an.ablation_fractions = (0.01, 0.02, 0.05, 0.08, 0.1, 0.12, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0)
-    an.ablation_random_draws = 10  # Random subsets per size (Sec. 4.5).
-    an.ablation_ssim_target = 0.9  # SSIM the subsets must reach (Sec. 4.5).
-    an.ablation_ssim_window = 7  # SSIM window, subset vs full-population neural map (Fig. 6a).
-    an.ablation_mask_batch = 8  # Neuron masks evaluated together in one vmapped call (memory).
-    an.ablation_gain_quantile = 0.9  # Validation: "high-gain" = visual, gain above this quantile.
-    an.attention_bins = 200  # Log-spaced histogram bins of attention scores (Fig. 6b).
-    an.attention_samples = 32  # Test stimuli whose attention maps are streamed (Fig. 6b).
+    ablation.fractions = (0.01, 0.02, 0.05, 0.08, 0.1, 0.12, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0)
+    ablation.random_draws = 10  # Random subsets per size (Sec. 4.5).
+    ablation.ssim_target = 0.9  # SSIM the subsets must reach (Sec. 4.5).
+    ablation.ssim_window = 7  # SSIM window, subset vs full-population neural map (Fig. 6a).
+    ablation.mask_batch = 8  # Neuron masks evaluated together in one vmapped call (memory).
+
+    an.attention = attention = ml_collections.ConfigDict()  # Attention scores (Fig. 6b).
+    attention.bins = 200  # Log-spaced histogram bins of attention scores (Fig. 6b).
+    attention.samples = 32  # Test stimuli whose attention maps are streamed (Fig. 6b).
+
+    # Checks against the simulator's ground truth (simulated data only; dina_jax/analysis/
+    # validation.py).
+    an.validation = ml_collections.ConfigDict()
+    an.validation.gain_quantile = 0.9  # "High-gain" = visual, gain above this quantile.
     return config
 
 
@@ -337,9 +358,47 @@ def config_from_json(data: dict | str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(convert(data))
 
 
+# The flat ``analysis`` fields of runs configured before the per-stage blocks: old name ->
+# "block.field". ``with_defaults`` moves them into their blocks, so the
+# config.json of an older run keeps its analysis settings (e.g. the demo's occlusion stride 4).
+LEGACY_ANALYSIS_FIELDS = {
+    "pathway_ssim_window": "pathways.ssim_window",
+    "occlusion_sigma": "occlusion.sigma",
+    "occlusion_stride": "occlusion.stride",
+    "occlusion_alpha": "occlusion.alpha",
+    "occlusion_measure": "occlusion.measure",
+    "occlusion_ssim_window": "occlusion.ssim_window",
+    "occlusion_repeats": "occlusion.repeats",
+    "occlusion_batch": "occlusion.batch",
+    "blob_threshold": "blobs.threshold",
+    "tex_alpha": "blobs.tex_alpha",
+    "orientation": "blobs.orientation",
+    "min_segment_length": "blobs.min_segment_length",
+    "edge_binarization": "blobs.edge_binarization",
+    "ablation_fractions": "ablation.fractions",
+    "ablation_random_draws": "ablation.random_draws",
+    "ablation_ssim_target": "ablation.ssim_target",
+    "ablation_ssim_window": "ablation.ssim_window",
+    "ablation_mask_batch": "ablation.mask_batch",
+    "attention_bins": "attention.bins",
+    "attention_samples": "attention.samples",
+    "ablation_gain_quantile": "validation.gain_quantile",
+}
+
+
 def with_defaults(config: ml_collections.ConfigDict | dict) -> ml_collections.ConfigDict:
     """The base config updated with ``config`` (recursively): fields added to the code after a run
-    was trained take their defaults, so older runs stay loadable."""
+    was trained take their defaults, so older runs stay loadable.
+
+    The flat ``analysis`` fields of older configs (``analysis.occlusion_stride``, ...) move to
+    their per-stage blocks (``analysis.occlusion.stride``; :data:`LEGACY_ANALYSIS_FIELDS`).
+    """
+    values = copy.deepcopy(config.to_dict() if hasattr(config, "to_dict") else config)
+    analysis = values.get("analysis", {})
+    for old, new in LEGACY_ANALYSIS_FIELDS.items():
+        if old in analysis:
+            block, field = new.split(".")
+            analysis.setdefault(block, {})[field] = analysis.pop(old)
     merged = get_base_config()
-    merged.update(config.to_dict() if hasattr(config, "to_dict") else config)
+    merged.update(values)
     return merged

@@ -12,14 +12,13 @@ skips the parts already computed with the same settings.
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from dina_jax.analysis.run import analyze, with_defaults
+from dina_jax.analysis.run import analyze
+from dina_jax.checkpoint import run_config
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (default: the run's).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "A trained run's folder.")
@@ -31,15 +30,13 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     config = _CONFIG.value
     if config is None:
-        from dina_jax.train import config_from_json
-
-        path = os.path.join(_WORKDIR.value, "config.json")
-        if not os.path.exists(path):
-            print(f"error: {path}: no config.json (not a trained run?)", file=sys.stderr)
+        try:
+            config = run_config(_WORKDIR.value)  # Fields added since the run: defaults.
+        except FileNotFoundError as error:
+            print(
+                f"error: {error.filename}: {error.strerror} (not a trained run?)", file=sys.stderr
+            )
             sys.exit(2)
-        with open(path) as f:
-            config = config_from_json(json.load(f))
-        config = with_defaults(config)  # Fields added after the run was trained: defaults.
     analyze(config, _WORKDIR.value)
 
 

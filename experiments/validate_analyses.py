@@ -25,9 +25,7 @@ Prints every number and exits 1 if a check fails.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import sys
 
 import jax
@@ -139,14 +137,16 @@ def attention_blockwise_vs_materialized() -> None:
     )
 
 
-def ground_truth_checks(workdir: str, overrides: dict) -> None:
-    from dina_jax.analysis.run import analyze, with_defaults
-    from dina_jax.train import config_from_json
+def ground_truth_checks(workdir: str, n_images: int = 0, stride: int = 0) -> None:
+    """Analyses ``workdir`` (0: the run's own n_images / occlusion stride) and checks the result."""
+    from dina_jax.analysis.run import analyze
+    from dina_jax.checkpoint import run_config
 
-    with open(os.path.join(workdir, "config.json")) as f:
-        config = config_from_json(json.load(f))
-    config = with_defaults(config)
-    config.analysis.update({k: v for k, v in overrides.items() if v})
+    config = run_config(workdir)
+    if n_images:
+        config.analysis.n_images = n_images
+    if stride:
+        config.analysis.occlusion.stride = stride
     summary = analyze(config, workdir)
     if "validation" not in summary:
         check("ground truth", False, f"{workdir} is not a run on simulated data")
@@ -186,8 +186,7 @@ def main() -> None:
     sti_known_shapes()
     attention_blockwise_vs_materialized()
     if args.workdir:
-        overrides = dict(n_images=args.n_images, occlusion_stride=args.stride)
-        ground_truth_checks(args.workdir, overrides)
+        ground_truth_checks(args.workdir, args.n_images, args.stride)
     print(f"{len(FAILURES)} check(s) failed" + (f": {FAILURES}" if FAILURES else ""))
     sys.exit(1 if FAILURES else 0)
 

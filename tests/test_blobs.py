@@ -103,7 +103,9 @@ def test_tex_alpha_default_gives_half_texture_at_sqrt2():
     assert blobs.texture_strength(1.0) == 0.0
     from dina_jax.config import get_base_config
 
-    assert get_base_config().analysis.tex_alpha == pytest.approx(blobs.DEFAULT_TEX_ALPHA, abs=1e-4)
+    assert get_base_config().analysis.blobs.tex_alpha == pytest.approx(
+        blobs.DEFAULT_TEX_ALPHA, abs=1e-4
+    )
 
 
 def test_blobs_are_connected_components_above_threshold():

@@ -45,12 +45,13 @@ def test_paper_values_are_the_defaults():
     assert config.model.neural.d_model == 32
     assert config.data.test_fraction == 0.1
     assert config.data.n_spont_pcs == 32
-    assert (config.analysis.occlusion_sigma, config.analysis.occlusion_stride) == (4.0, 2)
-    assert config.analysis.occlusion_alpha == 1.0
-    assert config.analysis.occlusion_ssim_window == 3
-    assert config.analysis.blob_threshold == 0.6
-    assert config.analysis.ablation_random_draws == 10
-    assert config.analysis.ablation_ssim_target == 0.9
+    assert (config.analysis.occlusion.sigma, config.analysis.occlusion.stride) == (4.0, 2)
+    assert config.analysis.occlusion.alpha == 1.0
+    assert config.analysis.occlusion.ssim_window == 3
+    assert config.analysis.occlusion.repeats == 5
+    assert config.analysis.blobs.threshold == 0.6
+    assert config.analysis.ablation.random_draws == 10
+    assert config.analysis.ablation.ssim_target == 0.9
     assert config.eval.topk == (1, 5, 10)
 
 

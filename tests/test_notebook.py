@@ -86,8 +86,8 @@ def test_notebook_runs_end_to_end_on_the_tiny_config(
         "cache_dir": tiny_config.data.cache_dir,
         # A coarse occlusion grid (4 x 16 centres) and 3 subset sizes: a smoke test, not Fig. 5-6.
         "overrides": {
-            "analysis.occlusion_stride": 17,
-            "analysis.ablation_fractions": (0.1, 0.5, 1.0),
+            "analysis.occlusion.stride": 17,
+            "analysis.ablation.fractions": (0.1, 0.5, 1.0),
         },
     }
     notebook = _read()

@@ -90,9 +90,9 @@ def test_every_name_resolves_with_documentation(name):
 def test_load_config_by_name_path_and_overrides(tmp_path):
     assert {"base", "tiny", "synthetic", "m1"} <= set(dina_jax.available_configs())
     config = dina_jax.load_config(
-        "tiny", {"train.num_epochs": 7, "analysis.ablation_fractions": [0.5, 1.0]}
+        "tiny", {"train.num_epochs": 7, "analysis.ablation.fractions": [0.5, 1.0]}
     )
-    assert config.train.num_epochs == 7 and config.analysis.ablation_fractions == (0.5, 1.0)
+    assert config.train.num_epochs == 7 and config.analysis.ablation.fractions == (0.5, 1.0)
     assert config.data.source == "synthetic"
     by_path = dina_jax.load_config(str(api.CONFIGS_DIR / "tiny.py"))
     assert by_path.to_dict() == dina_jax.load_config("tiny").to_dict()

@@ -151,8 +151,3 @@ def attention_summary(counts: np.ndarray, moments: dict, bin_edges: np.ndarray) 
         n_entries=int(n),
         n_zero=int(n - moments["count_positive"]),
     )
-
-
-def lognormal_density(bin_edges: np.ndarray, mu: float, sigma: float) -> np.ndarray:
-    """Probability mass of the fitted log-normal in each bin (n_bins,), for plotting."""
-    return np.diff(_normal_cdf(np.log(np.asarray(bin_edges, np.float64)), mu, sigma))

@@ -16,8 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dina_jax.analysis.ssim import ssim
-
-PATHWAYS = ("local", "global")
+from dina_jax.models.image_tower import PATHWAYS
 
 
 def pathway_maps_ssim(

@@ -1,0 +1,510 @@
+"""The analysis stages of ``analyze`` (paper Sec. 4.4-4.5, Fig. 5-6), each described once.
+
+A :class:`Stage` tells the orchestrator (:func:`dina_jax.analysis.run.analyze`) all it needs:
+
+  name           its group in ``analysis.h5`` and its entry in the summary (``analysis.json``);
+  version        bumped when its results change for the same settings, so stored ones recompute;
+  config_block   ``config.analysis.<config_block>``, its settings. Stored results are keyed by
+                 the block's fields (less ``memory_fields``), the analysed stimuli and the keys of
+                 the stages it ``depends_on``: changing any of them recomputes the stage;
+  compute        ``(StageContext) -> (arrays, scalars)``: arrays become datasets of the stage's
+                 group, scalars its attributes and its summary entry;
+  figures        ``(StageContext) -> [PNG paths]``: its paper figures, drawn on every call
+                 right after the stage, from its stored results and those it depends on;
+  applies        ``(Inputs) -> bool``: whether it runs for this run (e.g. DINA only);
+  depends_on     stages whose stored results it reads (they come first in :data:`STAGES`);
+  memory_fields  block fields that bound memory and change no result; they are not part of the
+                 key, so a rerun with a smaller chunk after running out of memory resumes;
+  resumable      a partly computed group is kept and ``compute`` continues where it stopped.
+
+Adding an analysis: a module with its ``compute`` and ``figures`` functions, a block
+``config.analysis.<name>`` in ``dina_jax/config.py``, and one ``Stage(...)`` in :data:`STAGES`;
+``run.py`` stays as it is. The analysis functions themselves (``occlusion``, ``blobs``, ...) know
+nothing of HDF5 or figures; the functions below connect them to the run and to ``plots``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import h5py
+import jax
+import ml_collections
+import numpy as np
+from tqdm import tqdm
+
+from dina_jax import plots
+from dina_jax.analysis import ablation, attention_stats, blobs, occlusion, pathways, validation
+
+# ----------------------------------------------------------------------------- the framework
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    """What every stage is given: the trained run and the analysed test stimuli.
+
+    Attributes:
+      model: the dual-tower module (``dina_jax.models.build_model``).
+      params: its parameters (the ``"params"`` collection).
+      config: the run's ConfigDict (architecture, seed; fields added since training defaulted).
+      dataset: the run's ``Dataset``; ``dataset.ground_truth`` is the simulator's truth or None.
+      rows: (S,) int64 dataset rows analysed: the first ``analysis.n_images`` test rows.
+      images: (S, 68, 270) float32 stimuli of those rows.
+      responses: (S, N) float32 stimulus-averaged responses to them.
+    """
+
+    model: Any
+    params: Any
+    config: ml_collections.ConfigDict
+    dataset: Any
+    rows: np.ndarray
+    images: np.ndarray
+    responses: np.ndarray
+
+    @property
+    def is_dina(self) -> bool:
+        """The baselines (VGG16-MLP, ViT-MLP) have no pathways and no population attention."""
+        return self.config.model.name == "dina"
+
+
+@dataclasses.dataclass(frozen=True)
+class StageContext:
+    """One stage's view of an ``analyze`` call, given to its ``compute`` and ``figures``.
+
+    Attributes:
+      inputs: the run and its analysed stimuli.
+      block: ``config.analysis.<config_block>``, the stage's settings.
+      analysis: the whole ``config.analysis`` (a figure may follow another stage's settings).
+      h5: the open ``analysis.h5``; ``h5[name]`` holds the results of a stage this one depends on.
+      group: the stage's own group (a resumable stage keeps its partial results there).
+      figure_dir: the folder of the PNGs (``workdir/figures``).
+    """
+
+    inputs: Inputs
+    block: ml_collections.ConfigDict
+    analysis: ml_collections.ConfigDict
+    h5: h5py.File
+    group: h5py.Group
+    figure_dir: str
+
+    def figure(self, name: str) -> str:
+        """Path of the PNG ``name`` in the figure folder."""
+        return os.path.join(self.figure_dir, name)
+
+
+def always(inputs: Inputs) -> bool:
+    """The default ``Stage.applies``: the stage runs for every model and dataset."""
+    del inputs
+    return True
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One analysis as ``analyze`` runs it; see the module docstring for each field."""
+
+    name: str
+    version: int
+    config_block: str
+    compute: Callable[[StageContext], tuple[dict, dict]]
+    figures: Callable[[StageContext], list[str]] | None = None
+    applies: Callable[[Inputs], bool] = always
+    depends_on: tuple[str, ...] = ()
+    memory_fields: tuple[str, ...] = ()
+    resumable: bool = False
+
+
+def _dina_only(inputs: Inputs) -> bool:
+    return inputs.is_dina
+
+
+def _progress(description: str, unit: str) -> Callable:
+    return lambda iterable: tqdm(iterable, desc=description, unit=unit)
+
+
+# ------------------------------------------------------------------- pathways (Sec. 4.4, Fig. 5a)
+
+
+def _pathways_compute(ctx: StageContext) -> tuple[dict, dict]:
+    """SSIM of the local-only / global-only image maps to the full map: (S,) each."""
+    run = ctx.inputs
+    result = pathways.pathway_ssim(
+        run.model, run.params, run.images, win_size=ctx.block.ssim_window
+    )
+    scalars = dict(
+        mean_local=float(result["local"].mean()), mean_global=float(result["global"].mean())
+    )
+    return result, scalars
+
+
+def _pathways_figures(ctx: StageContext) -> list[str]:
+    return [
+        plots.plot_pathway_ssim(
+            ctx.group["local"][...], ctx.group["global"][...], ctx.figure("fig5a_pathway_ssim.png")
+        )
+    ]
+
+
+# ------------------------------------------------------------ occlusion (App. A.1, Fig. 5b-c)
+
+
+def _occlusion_batch(configured: int) -> int:
+    """Chunk of occluded images per feature-map call; 0 picks 256 on GPU/TPU and 8 on CPU."""
+    if configured > 0:
+        return int(configured)
+    return 8 if jax.default_backend() == "cpu" else 256
+
+
+def _occlusion_compute(ctx: StageContext) -> tuple[dict, dict]:
+    """RF maps (S, H, W) of the image tower, one compiled computation per image (Eq. 10-15).
+
+    The maps are written to the group image by image (``maps``, and ``done`` (S,) bool), so an
+    interrupted run continues with the first missing image.
+    """
+    from dina_jax.models.feature_fns import image_feature_fn
+
+    run, group = ctx.inputs, ctx.group
+    if "maps" not in group:
+        group.create_dataset("maps", shape=run.images.shape, dtype="float32")
+        group.create_dataset("done", data=np.zeros(len(run.images), bool))
+    # The block's fields are occlusion_map's keyword arguments (repeats included: App. A.1's
+    # N = 5, computed once for the deterministic models here), except the memory knob.
+    options = ctx.block.to_dict()
+    options["batch_size"] = _occlusion_batch(options.pop("batch"))
+    feature_fn = image_feature_fn(run.model, run.params)
+    todo = np.nonzero(~group["done"][...])[0]
+    seconds = []
+    for i in tqdm(todo, desc="occlusion maps", unit="image", disable=not len(todo)):
+        start = time.perf_counter()
+        group["maps"][i] = np.asarray(occlusion.occlusion_map(feature_fn, run.images[i], **options))
+        seconds.append(time.perf_counter() - start)
+        group["done"][i] = True
+        group.file.flush()
+    grid = occlusion.occlusion_grid(*run.images.shape[1:], ctx.block.stride)
+    scalars = dict(n_centres=int(np.prod([len(g) for g in grid])))
+    if seconds:  # The first image includes compilation.
+        scalars.update(
+            seconds_first_image=seconds[0], seconds_per_image=float(np.mean(seconds[1:] or seconds))
+        )
+    return {}, scalars
+
+
+def _most_blobs(rf_maps: np.ndarray, threshold: float) -> int:
+    """The stimulus whose map has the most blobs (Eq. 16): the one Fig. 5b and 5d show."""
+    return int(np.argmax([blobs.label_blobs(m, threshold).max() for m in rf_maps]))
+
+
+def _occlusion_figures(ctx: StageContext) -> list[str]:
+    """Fig. 5b (one stimulus, its occluders and its map) and Fig. 5c (the first six maps)."""
+    images, rf_maps = ctx.inputs.images, ctx.group["maps"][...]
+    sigma, alpha = ctx.block.sigma, ctx.block.alpha
+    shown = _most_blobs(rf_maps, ctx.analysis.blobs.threshold)
+    height, width = rf_maps.shape[1:]
+    # Occluded at the map's peak; three more centres spread over the image are only outlined.
+    peak = np.unravel_index(np.argmax(rf_maps[shown]), rf_maps[shown].shape)
+    centres = np.array(
+        [
+            peak,
+            (height // 2, width // 5),
+            (height // 3, width // 2),
+            (2 * height // 3, 4 * width // 5),
+        ]
+    )
+    gy, iny = occlusion.gaussian_profiles(np.array([peak[0]]), height, sigma)
+    gx, inx = occlusion.gaussian_profiles(np.array([peak[1]]), width, sigma)
+    occluded = np.asarray(occlusion.occlude(images[shown], gy[0], gx[0], iny[0], inx[0], alpha))
+    n_show = min(6, len(images))
+    return [
+        plots.plot_occlusion_example(
+            images[shown],
+            occluded,
+            rf_maps[shown],
+            centres,
+            ctx.figure("fig5b_occlusion.png"),
+            sigma=sigma,
+        ),
+        plots.plot_occlusion_maps(
+            images[:n_show], rf_maps[:n_show], ctx.figure("fig5c_importance_maps.png")
+        ),
+    ]
+
+
+# ------------------------------------------------------- blobs and STI (App. A.2-A.3, Fig. 5d-h)
+
+
+def _blobs_compute(ctx: StageContext) -> tuple[dict, dict]:
+    """Blobs of every occlusion map and their shape descriptors: one table row per blob."""
+    rf_maps = ctx.h5["occlusion/maps"][...]
+    # The block's fields are extract_blobs' keyword arguments.
+    per_image = [
+        blobs.extract_blobs(m, im, **ctx.block.to_dict())
+        for m, im in zip(rf_maps, ctx.inputs.images, strict=True)
+    ]
+    table = blobs.blob_table(per_image)
+    sti = table["sti"][np.isfinite(table["sti"])]
+    has_blobs, has_sti = table["area"].size > 0, sti.size > 0
+    nan = float("nan")
+    scalars = dict(
+        count_mean=float(table["count"].mean()),
+        count_std=float(table["count"].std()),
+        area_mean=float(table["area"].mean()) if has_blobs else nan,
+        area_std=float(table["area"].std()) if has_blobs else nan,
+        sti_mean=float(sti.mean()) if has_sti else nan,
+        sti_median=float(np.median(sti)) if has_sti else nan,
+        sti_fraction_negative=float((sti < 0).mean()) if has_sti else nan,
+        n_blobs=int(table["area"].size),
+        n_blobs_without_edges=int(np.sum(~np.isfinite(table["sti"]))),
+    )
+    return table, scalars
+
+
+def _blob_mask(table: dict, rf_maps: np.ndarray, row: int, threshold: float) -> np.ndarray:
+    """(H, W) bool mask of the blob in row ``row`` of a ``blob_table``, relabelled from its map.
+
+    ``blob_table`` lists each image's blobs in label order, so the k-th (0-based) blob of image i
+    has label k + 1 (Eq. 16 + connected components); relabelling a map is cheaper than storing
+    every (H, W) mask.
+
+    Args:
+      table: the stored ``blob_table`` (``image`` (n_blobs,), ``count`` (S,), ...).
+      rf_maps: (S, H, W) the occlusion maps the table was computed from.
+      row: the blob's row in the table.
+      threshold: the blob threshold of the table (``analysis.blobs.threshold``).
+    """
+    image = int(table["image"][row])
+    first_row = int(np.sum(table["count"][:image]))
+    return blobs.label_blobs(rf_maps[image], threshold) == row - first_row + 1
+
+
+def _sti_examples(table, rf_maps, images, block, n_examples=5) -> list[dict]:
+    """Blobs at evenly spaced STI quantiles, with their crops and edge skeletons (Fig. 5g).
+
+    Args:
+      table: the stored ``blob_table``; rf_maps, images: (S, H, W) maps and stimuli.
+      block: ``analysis.blobs`` (threshold, edge binarization).
+      n_examples: blobs shown, from texture (lowest STI) to shape (highest); blobs without
+        edges (STI NaN) are never picked.
+
+    Returns:
+      ``plots.plot_sti_examples``' list of dicts (crop, mask, skeleton, sti, coherence,
+      tortuosity); empty when no blob has an STI.
+    """
+    from skimage import morphology
+
+    finite = np.nonzero(np.isfinite(table["sti"]))[0]
+    if not finite.size:
+        return []
+    by_sti = finite[np.argsort(table["sti"][finite], kind="stable")]
+    picks = np.unique(np.linspace(0, len(by_sti) - 1, n_examples).round().astype(int))
+    examples = []
+    for row in by_sti[picks]:
+        image = images[table["image"][row]]
+        mask = _blob_mask(table, rf_maps, row, block.threshold)
+        rows, cols = np.nonzero(mask)
+        box = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
+        edges = blobs.binarize_edges(blobs.sobel_magnitude(image), mask, block.edge_binarization)
+        examples.append(
+            dict(
+                crop=image[box],
+                mask=mask[box],
+                skeleton=morphology.skeletonize(edges)[box],
+                sti=table["sti"][row],
+                coherence=table["coherence"][row],
+                tortuosity=table["tortuosity"][row],
+            )
+        )
+    return examples
+
+
+def _blobs_figures(ctx: StageContext) -> list[str]:
+    """Fig. 5d (the blobs of one map), 5e (counts), 5f (sizes), 5g (STI examples), 5h (STI)."""
+    table = {name: ctx.group[name][...] for name in ctx.group}
+    rf_maps, images = ctx.h5["occlusion/maps"][...], ctx.inputs.images
+    threshold = ctx.block.threshold
+    shown = int(np.argmax(table["count"]))  # = _most_blobs(rf_maps, threshold), as in Fig. 5b.
+    rows = np.nonzero(table["image"] == shown)[0]
+    paths = [
+        plots.plot_blobs(
+            images[shown],
+            rf_maps[shown],
+            [_blob_mask(table, rf_maps, row, threshold) for row in rows],
+            ctx.figure("fig5d_blobs.png"),
+            threshold=threshold,
+            sti=table["sti"][rows].tolist(),
+        ),
+        plots.plot_blob_counts(table["count"], ctx.figure("fig5e_blob_count.png")),
+        plots.plot_blob_sizes(table["area"], ctx.figure("fig5f_blob_size.png")),
+    ]
+    examples = _sti_examples(table, rf_maps, images, ctx.block)
+    if examples:
+        paths.append(plots.plot_sti_examples(examples, ctx.figure("fig5g_sti_examples.png")))
+    paths.append(plots.plot_sti_distribution(table["sti"], ctx.figure("fig5h_sti.png")))
+    return paths
+
+
+# ---------------------------------------------------------- neuron ablation (Sec. 4.5, Fig. 6a)
+
+
+def _ablation_compute(ctx: StageContext) -> tuple[dict, dict]:
+    """Response-ranked vs random neuron subsets, SSIM to the full-population neural map."""
+    from dina_jax.models.feature_fns import neural_feature_fn
+
+    run, block = ctx.inputs, ctx.block
+    result = ablation.neuron_ablation(
+        neural_feature_fn(run.model, run.params),
+        run.responses,
+        fractions=block.fractions,
+        n_random=block.random_draws,
+        # A stream of the run's seed of its own; the constant is the first version's (another
+        # one would draw other random subsets than the stored results).
+        key=jax.random.fold_in(jax.random.key(run.config.seed), 6),
+        target=block.ssim_target,
+        win_size=block.ssim_window,
+        mask_batch=block.mask_batch,
+        progress=_progress("neuron ablation", "chunk"),
+    )
+    scalars = {k: v for k, v in result.items() if np.ndim(v) == 0}
+    arrays = {k: v for k, v in result.items() if np.ndim(v) > 0}
+    return arrays, scalars
+
+
+def _ablation_figures(ctx: StageContext) -> list[str]:
+    group = ctx.group
+    return [
+        plots.plot_ablation(
+            group["fractions"][...],
+            group["ranked_curve"][...],
+            group["random_curve"][...],
+            ctx.figure("fig6a_ablation.png"),
+            target=ctx.block.ssim_target,
+        )
+    ]
+
+
+# ------------------------------------------------------ attention scores (Sec. 4.5, Fig. 6b)
+
+
+def _attention_compute(ctx: StageContext) -> tuple[dict, dict]:
+    """Histogram of the population attention's probabilities, streamed, and its log-normal fit."""
+    from dina_jax.models.feature_fns import attention_qk_fn
+
+    run, block = ctx.inputs, ctx.block
+    responses = run.responses[: block.samples]
+    edges = attention_stats.attention_bin_edges(responses.shape[1], block.bins)
+    counts, moments = attention_stats.attention_histogram_stream(
+        attention_qk_fn(run.model, run.params),
+        responses,
+        edges,
+        batch_size=1,  # One stimulus per call: its N x N scores are the memory.
+        block_size=run.config.model.neural.block_size,
+        progress=_progress("attention scores", "stimulus"),
+    )
+    summary = attention_stats.attention_summary(counts, moments, edges)
+    return dict(bin_edges=edges, counts=counts), summary
+
+
+def _attention_figures(ctx: StageContext) -> list[str]:
+    group = ctx.group
+    return [
+        plots.plot_attention_distribution(
+            group["bin_edges"][...],
+            group["counts"][...],
+            ctx.figure("fig6b_attention.png"),
+            mu=float(group.attrs["mu"]),
+            sigma=float(group.attrs["sigma"]),
+            ks=float(group.attrs["ks"]),
+        )
+    ]
+
+
+# ------------------------------------------------- ground-truth validation (simulated V1 only)
+
+
+def _has_ground_truth(inputs: Inputs) -> bool:
+    return inputs.dataset.ground_truth is not None
+
+
+def _validation_compute(ctx: StageContext) -> tuple[dict, dict]:
+    """Occlusion maps vs the simulated drive footprints; ablation ranking vs high-gain neurons."""
+    run = ctx.inputs
+    truth = run.dataset.ground_truth
+    rf_maps = ctx.h5["occlusion/maps"][...]
+    footprints = validation.drive_footprints(run.responses, truth, rf_maps.shape[1:])
+    occ = validation.occlusion_footprint_score(rf_maps, footprints)
+    high_gain = validation.high_gain_neurons(truth, ctx.block.gain_quantile)
+    overlap = ablation.ground_truth_overlap(ctx.h5["ablation/order"][...], high_gain)
+    arrays = dict(
+        occlusion_score=occ["score"],
+        occlusion_control=occ["control"],
+        occlusion_percentile=occ["percentile"],
+        high_gain=high_gain,
+    )
+    scalars = dict(
+        occlusion_mean_score=occ["mean_score"],
+        occlusion_mean_control=occ["mean_control"],
+        occlusion_area_fraction=occ["area_fraction"],
+        occlusion_median_percentile=float(np.median(occ["percentile"])),
+        occlusion_p_value=occ["p_value"],
+        **{f"ablation_{k}": v for k, v in overlap.items()},
+    )
+    return arrays, scalars
+
+
+# --------------------------------------------------------------------------------- registry
+
+# In run order: a stage comes after the stages it depends on. Every version went up by one when
+# the settings moved into per-stage config blocks (the keys changed; occlusion now keys repeats).
+STAGES: tuple[Stage, ...] = (
+    Stage(
+        name="pathways",
+        version=3,
+        config_block="pathways",
+        compute=_pathways_compute,
+        figures=_pathways_figures,
+        applies=_dina_only,
+    ),
+    Stage(
+        name="occlusion",
+        version=3,
+        config_block="occlusion",
+        compute=_occlusion_compute,
+        figures=_occlusion_figures,
+        memory_fields=("batch",),
+        resumable=True,  # Hours for 280 stimuli at stride 2: stored image by image.
+    ),
+    Stage(
+        name="blobs",
+        version=3,
+        config_block="blobs",
+        compute=_blobs_compute,
+        figures=_blobs_figures,
+        depends_on=("occlusion",),
+    ),
+    Stage(
+        name="ablation",
+        version=3,
+        config_block="ablation",
+        compute=_ablation_compute,
+        figures=_ablation_figures,
+        memory_fields=("mask_batch",),
+    ),
+    Stage(
+        name="attention",
+        version=3,
+        config_block="attention",
+        compute=_attention_compute,
+        figures=_attention_figures,
+        applies=_dina_only,
+    ),
+    Stage(
+        name="validation",
+        version=4,
+        config_block="validation",
+        compute=_validation_compute,
+        applies=_has_ground_truth,
+        depends_on=("occlusion", "ablation"),
+    ),
+)
