@@ -75,6 +75,12 @@ def infonce(
       ``loss_img_to_neu``, ``loss_neu_to_img``, ``top1_img_to_neu`` (an image retrieves its own
       response among the batch), ``top1_neu_to_img``, ``pos_cos`` (mean matched cosine),
       ``neg_cos`` (mean unmatched cosine) and ``count`` (number of valid examples).
+
+    Paper: Sec. 3.3: CLIP-style symmetric InfoNCE with a fixed temperature.
+
+    Example::
+
+        loss, metrics = dina_jax.infonce(z_img, z_neu, temperature=0.01)  # z: (B, 16, 64)
     """
     if z_img.shape[0] != z_neu.shape[0]:
         raise ValueError(f"batch sizes differ: z_img {z_img.shape}, z_neu {z_neu.shape}")

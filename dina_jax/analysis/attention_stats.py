@@ -34,7 +34,14 @@ from dina_jax.models.attention import attention_histogram
 
 
 def attention_bin_edges(n_neurons: int, n_bins: int = 200, decades_below: float = 6.0):
-    """Log-spaced bin edges (n_bins + 1,) float64 from 10^-decades_below / N to 1."""
+    """Log-spaced bin edges (n_bins + 1,) float64 from 10^-decades_below / N to 1.
+
+    Paper: Fig. 6b: log-spaced bins of the attention probabilities of Eq. 7.
+
+    Example::
+
+        edges = dina_jax.attention_bin_edges(dataset.n_neurons, 200)   # (201,) float64
+    """
     low = 10.0 ** (-decades_below) / n_neurons
     return np.geomspace(low, 1.0, n_bins + 1)
 
@@ -73,6 +80,13 @@ def attention_histogram_stream(
     Returns:
       counts (n_bins,) int64 and moments (dict of Python numbers summed over samples:
       ``count``, ``sum``, ``sum_sq``, ``count_positive``, ``sum_log``, ``sum_log_sq``).
+
+    Paper: Sec. 4.5, Fig. 6b: distribution of the softmax(QK^T / sqrt(d)) scores of Eq. 7.
+
+    Example::
+
+        qk_fn = dina_jax.attention_qk_fn(model, params)
+        counts, moments = dina_jax.attention_histogram_stream(qk_fn, responses, edges)
     """
     fn = qk_fn if isinstance(qk_fn, jax.tree_util.Partial) else jax.tree_util.Partial(qk_fn)
     responses = np.asarray(responses, np.float32)
@@ -123,6 +137,13 @@ def attention_summary(counts: np.ndarray, moments: dict, bin_edges: np.ndarray) 
     Returns a dict with ``mu``, ``sigma`` (of ln P), ``median`` (e^mu), ``mean`` and ``std`` of P,
     ``ks`` (log-normal), ``ks_normal`` (a normal fitted to P), ``r2_density``, ``n_entries``
     and ``n_zero`` (entries that underflowed to P = 0 and are left out of the log-normal fit).
+
+    Paper: Sec. 4.5, Fig. 6b: log-normal fit of the attention scores.
+
+    Example::
+
+        fit = dina_jax.attention_summary(counts, moments, edges)
+        fit["mu"], fit["sigma"], fit["ks"]
     """
     edges = np.asarray(bin_edges, np.float64)
     counts = np.asarray(counts, np.int64)

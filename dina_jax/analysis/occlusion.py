@@ -279,6 +279,13 @@ def occlusion_map(
 
     Returns:
       (H, W) float32 RF map R_hat in [0, 1] (Eq. 15); all zeros if no occlusion changed anything.
+
+    Paper: App. A.1, Eq. 10-15, Fig. 5b-c: Gaussian-occlusion importance map.
+
+    Example::
+
+        feature_fn = dina_jax.image_feature_fn(model, params)
+        rf = dina_jax.occlusion_map(feature_fn, dataset.images[test[0]])  # (68, 270) in [0, 1]
     """
     image = jnp.asarray(image, jnp.float32)
     _check(image.shape, sigma, stride, alpha, measure, batch_size, repeats)
@@ -308,6 +315,13 @@ def occlusion_maps(
 
     The images are processed one after the other with ``lax.map`` (each image already fills the
     device with ``batch_size`` occluded copies); keyword arguments as :func:`occlusion_map`.
+
+    Paper: App. A.1, Eq. 10-15, Fig. 5c: occlusion maps of many stimuli in one computation.
+
+    Example::
+
+        feature_fn = dina_jax.image_feature_fn(model, params)
+        rfs = dina_jax.occlusion_maps(feature_fn, dataset.images[test[:4]])  # (4, 68, 270)
     """
     images = jnp.asarray(images, jnp.float32)
     if images.ndim != 3:

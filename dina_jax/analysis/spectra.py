@@ -78,6 +78,12 @@ def variance_spectrum(
 
     Returns (var, alpha): var (min(n - 1, d),) float64, the normalized eigenvalues in decreasing
     order; alpha the exponent of var_k ~ k^(-alpha) fitted over ``fit_range`` (see module doc).
+
+    Paper: Fig. 4b: PCA variance spectra and power-law exponents.
+
+    Example::
+
+        var, alpha = dina_jax.variance_spectrum(z_img)   # (min(S - 1, 1024),), float
     """
     var = pca_spectrum(x)
     alpha, _, _ = fit_power_law(var, fit_range)

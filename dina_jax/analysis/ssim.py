@@ -73,6 +73,13 @@ def ssim(
 
     Equals ``skimage.metrics.structural_similarity(x, y, win_size=win_size, data_range=L)`` with
     L = ``data_range`` (default: max(x) - min(x)).
+
+    Paper: Sec. 4.3 and App. A.1 Eq. 13 (Wang et al. 2004, as scikit-image).
+
+    Example::
+
+        value = dina_jax.ssim(z_img[0], z_neu[0], win_size=7)            # scalar
+        per_pair = jax.vmap(dina_jax.ssim)(z_img, z_neu)                # (S,)
     """
     return jnp.mean(ssim_map(x, y, win_size=win_size, data_range=data_range))
 

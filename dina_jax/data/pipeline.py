@@ -290,6 +290,14 @@ def load_dataset(config, *, workdir=None) -> Dataset:
 
     Raises:
       DataError: a missing or unusable file (one line naming the path).
+
+    Paper: Sec. 4.1 data and Sec. 3.3 split (10 % test images, a validation split for early stopping).
+
+    Example::
+
+        dataset = dina_jax.load_dataset(dina_jax.load_config("synthetic"))
+        dataset.images.shape, dataset.responses.shape   # (S, 68, 270), (S, N) float32
+        dataset.split.test                              # held-out rows, (S_test,) int64
     """
     recording_path, images_path = data_paths(config, workdir)
     all_images = stringer.load_images(images_path)

@@ -328,6 +328,12 @@ def load_images(path) -> np.ndarray:
     Returns:
       (n_images, 68, 270) float32 with the stored pixel values (uint8 0..255 in the release; the
       authors use ``(imgs - 128) / 64``; normalization is left to the model).
+
+    Paper: Sec. 4.1: the 68 x 270 grayscale stimuli of Stringer et al. (2019).
+
+    Example::
+
+        images = dina_jax.load_images("/data/images_natimg2800_all.mat")  # (2800, 68, 270)
     """
     if _file_format(path) == "v73":
         try:
@@ -576,6 +582,14 @@ def load_recording(
 
     Raises:
       DataError: ``"<path>: <problem>"`` for any unusable input; nothing is cached then.
+
+    Paper: Sec. 4.1: the S x N stimulus-averaged responses, preprocessed as the authors' loadProc2800 (Stringer et al. 2019).
+
+    Example::
+
+        rec = dina_jax.load_recording("/data/natimg2800_M160825_MP027_2016-12-14.mat")
+        rec.responses.shape, rec.halves.shape   # (S, N), (2, S, N) float32
+        rec.image_index                         # (S,) int64 rows of the images file
     """
     _file_format(path)  # Missing/foreign files fail here, before hashing.
     options = {

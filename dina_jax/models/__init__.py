@@ -123,6 +123,15 @@ def build_model(
 
     Returns:
       A :class:`DualTower` (``apply`` it with ``{"params": params}``; see dual_tower.py).
+
+    Paper: Sec. 3.1-3.2, Fig. 2: image tower (Eq. 1-3) and neural tower (Eq. 4-9).
+
+    Example::
+
+        model = dina_jax.build_model(config, dataset.n_neurons,
+                                     image_mean=dataset.image_mean, image_std=dataset.image_std)
+        params = dina_jax.init_params(model, jax.random.key(config.seed))
+        z_img, z_neu, aux = model.apply({'params': params}, images, responses)  # (B, 16, 64) each
     """
     name = config.model.name
     if name not in MODEL_BUILDERS:

@@ -103,6 +103,13 @@ def init_params(model: DualTower, rng: jax.Array, *, pretrained_path: str = "") 
 
     Returns:
       The ``params`` collection (a dict with "image_tower" and "neural_tower").
+
+    Paper: Sec. 3 (random initialization; optional local pretrained image-encoder weights).
+
+    Example::
+
+        params = dina_jax.init_params(model, jax.random.key(0))
+        sorted(params)                    # ['image_tower', 'neural_tower']
     """
     images = jnp.zeros((1, *model.input_hw), jnp.float32)
     responses = jnp.zeros((1, model.neural_tower.n_neurons), jnp.float32)

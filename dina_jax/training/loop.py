@@ -184,9 +184,7 @@ class Trainer:
         check_train_options(config)  # Before anything is loaded or written.
         self.dataset = dataset = pipeline.load_dataset(config, workdir=workdir)
         if self.primary:
-            _write_json_once(
-                os.path.join(workdir, "config.json"), checkpoint.config_json(config)
-            )
+            _write_json_once(os.path.join(workdir, "config.json"), checkpoint.config_json(config))
             pipeline.save_split(os.path.join(workdir, "split.json"), dataset.split)
 
         self.batch_size = int(config.train.batch_size)
