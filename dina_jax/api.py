@@ -6,7 +6,8 @@ Two kinds of names live here:
   :func:`load_trained` (a trained workdir as model, parameters, config and data),
   :func:`encode_images` / :func:`encode_neurons` (one tower on numpy arrays of any length), and
   :func:`image_feature_fn` / :func:`neural_feature_fn` / :func:`attention_qk_fn` (the callables
-  the analysis functions take, built so that repeated analyses reuse one compiled program);
+  the analysis functions take, built so that repeated analyses reuse one compiled program; these
+  five live in ``dina_jax.models.feature_fns``, beside the models, and are imported here);
 * :data:`REEXPORTS`: the library's own entry points (data loading, model building, training,
   evaluation and the vmapped analyses), re-exported unchanged except for a paper reference and a
   notebook example appended to their docstrings (``fn.__wrapped__`` is the library function).
@@ -30,12 +31,17 @@ import inspect
 import os
 import pathlib
 import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import jax
 import ml_collections
-import numpy as np
+
+# Re-exported (the redundant aliases mark it): ``dina_jax.<name>`` of HELPERS resolves here.
+from dina_jax.models.feature_fns import attention_qk_fn as attention_qk_fn
+from dina_jax.models.feature_fns import encode_images as encode_images
+from dina_jax.models.feature_fns import encode_neurons as encode_neurons
+from dina_jax.models.feature_fns import image_feature_fn as image_feature_fn
+from dina_jax.models.feature_fns import neural_feature_fn as neural_feature_fn
 
 # configs/ sits beside the package in the repository (an editable install or a clone).
 CONFIGS_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
@@ -198,175 +204,6 @@ def load_trained(
         image_std=float(stats["image_std"]),
     )
     return TrainedRun(model, params, run_config, dataset)
-
-
-# ----------------------------------------------------------------------------------- encoding
-
-
-@functools.lru_cache(maxsize=32)
-def _image_apply(model, pathways: tuple[str, ...] | None) -> Callable:
-    # One function object per (model, pathways): jit caches key on it, so analyses that take
-    # image_feature_fn(...) compile once per model, not once per call.
-    if pathways is None:  # The model's default: both streams.
-        return functools.partial(model.apply, method="encode_images")
-    return functools.partial(model.apply, pathways=pathways, method="encode_images")
-
-
-@functools.lru_cache(maxsize=32)
-def _neural_apply(model) -> Callable:
-    def apply(variables, responses, neuron_mask=None):
-        return model.apply(variables, responses, neuron_mask=neuron_mask, method="encode_neurons")
-
-    return apply
-
-
-@functools.lru_cache(maxsize=32)
-def _attention_apply(model) -> Callable:
-    return functools.partial(model.apply, method="neural_attention_qk")
-
-
-@functools.lru_cache(maxsize=32)
-def _compiled(apply: Callable) -> Callable:
-    return jax.jit(apply)
-
-
-def _in_batches(fn: Callable, x: np.ndarray, batch_size: int) -> np.ndarray:
-    """fn over (S, ...) in chunks, the last one zero-padded so that one program serves all."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    n = x.shape[0]
-    size = min(batch_size, n)
-    out = []
-    for start in range(0, n, size):
-        chunk = x[start : start + size]
-        pad = size - chunk.shape[0]
-        if pad:  # The towers treat rows independently, so padding changes no real row.
-            chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-        out.append(np.asarray(fn(chunk))[: size - pad])
-    return np.concatenate(out) if out else np.zeros((0,), np.float32)
-
-
-def encode_images(
-    model,
-    params,
-    images,
-    *,
-    pathways: Sequence[str] | None = None,
-    batch_size: int = 64,
-) -> np.ndarray:
-    """Image-tower feature maps of raw stimuli (paper Sec. 3.1, Eq. 1-3, Fig. 2 left).
-
-    Args:
-      model: a module from ``dina_jax.build_model`` (or ``load_trained(...).model``).
-      params: its parameter tree (the ``"params"`` collection).
-      images: (S, 68, 270) raw pixels, any float dtype (standardized inside the model with the
-        training statistics the model was built with).
-      pathways: image-tower streams kept: None (the full model, both streams), ``("local",)``
-        or ``("global",)`` (pathway masking, Fig. 5a).
-      batch_size: stimuli per compiled call (memory); the result does not depend on it.
-
-    Returns:
-      (S, 16, 64) float32 numpy, the raw (un-normalized) feature maps z_img.
-
-    Example::
-
-        z_img = dina_jax.encode_images(model, params, dataset.images[:8])   # (8, 16, 64)
-        z_local = dina_jax.encode_images(model, params, dataset.images[:8], pathways=("local",))
-    """
-    images = np.asarray(images, np.float32)
-    if images.ndim != 3:
-        raise ValueError(f"encode_images expects (S, H, W) images, got shape {images.shape}")
-    variables = {"params": params}
-    fn = _compiled(_image_apply(model, None if pathways is None else tuple(pathways)))
-    return _in_batches(lambda x: fn(variables, x), images, batch_size)
-
-
-def encode_neurons(
-    model,
-    params,
-    responses,
-    *,
-    neuron_mask=None,
-    batch_size: int = 64,
-) -> np.ndarray:
-    """Neural-tower feature maps of population responses (paper Sec. 3.2, Eq. 4-9).
-
-    Args:
-      model: a module from ``dina_jax.build_model`` (or ``load_trained(...).model``).
-      params: its parameter tree.
-      responses: (S, N) stimulus-averaged responses, any float dtype, N the model's neurons.
-      neuron_mask: optional (N,) bool/float, 1 = keep; an excluded neuron is removed as an
-        attention key/value and its aggregated scalar u_i (Eq. 8) is zeroed (Fig. 6a ablation).
-      batch_size: responses per compiled call (memory); the result does not depend on it.
-
-    Returns:
-      (S, 16, 64) float32 numpy, the raw feature maps z_neu.
-
-    Example::
-
-        z_neu = dina_jax.encode_neurons(model, params, dataset.responses[:8])   # (8, 16, 64)
-        keep = np.arange(dataset.n_neurons) < 100                               # (N,) bool
-        z_100 = dina_jax.encode_neurons(model, params, dataset.responses[:8], neuron_mask=keep)
-    """
-    responses = np.asarray(responses, np.float32)
-    if responses.ndim != 2:
-        raise ValueError(f"encode_neurons expects (S, N) responses, got shape {responses.shape}")
-    variables = {"params": params}
-    mask = None if neuron_mask is None else jax.numpy.asarray(neuron_mask, jax.numpy.float32)
-    fn = _compiled(_neural_apply(model))
-    return _in_batches(lambda r: fn(variables, r, mask), responses, batch_size)
-
-
-def image_feature_fn(
-    model, params, *, pathways: Sequence[str] | None = None
-) -> jax.tree_util.Partial:
-    """The image tower as ``feature_fn(images (B, 68, 270)) -> (B, 16, 64)`` for the analyses.
-
-    A ``jax.tree_util.Partial`` holding the parameters as a pytree leaf, so ``occlusion_map`` and
-    ``occlusion_maps`` trace them instead of baking them into the program, and calls with the same
-    model reuse one compilation (App. A.1, Eq. 10-15).
-
-    Example::
-
-        feature_fn = dina_jax.image_feature_fn(model, params)
-        rf = dina_jax.occlusion_map(feature_fn, dataset.images[0])   # (68, 270) float32
-    """
-    apply = _image_apply(model, None if pathways is None else tuple(pathways))
-    return jax.tree_util.Partial(apply, {"params": params})
-
-
-def neural_feature_fn(model, params) -> jax.tree_util.Partial:
-    """The neural tower as ``neural_fn(responses (B, N), neuron_mask (N,)) -> (B, 16, 64)``.
-
-    The callable ``neuron_ablation`` and ``masked_map_ssim`` vmap over neuron masks (Sec. 4.5,
-    Fig. 6a); the parameters are a traced pytree leaf.
-
-    Example::
-
-        neural_fn = dina_jax.neural_feature_fn(model, params)
-        result = dina_jax.neuron_ablation(neural_fn, dataset.responses[test],
-                                          fractions=(0.05, 0.1, 0.5, 1.0),
-                                          key=jax.random.key(0))
-        result["ranked_curve"]                                        # (4,) mean SSIM
-    """
-    return jax.tree_util.Partial(_neural_apply(model), {"params": params})
-
-
-def attention_qk_fn(model, params) -> jax.tree_util.Partial:
-    """The population attention's ``qk_fn(responses (B, N)) -> (q, k, key_mask)`` (Eq. 6-7).
-
-    q, k are (B, N, H, D) float32 with q pre-scaled, so softmax(q k^T) are the attention
-    probabilities; ``attention_histogram_stream`` streams them into a histogram (Fig. 6b)
-    without an N x N matrix per batch. DINA only (the MLP baselines have no attention).
-
-    Example::
-
-        qk_fn = dina_jax.attention_qk_fn(model, params)
-        edges = dina_jax.attention_bin_edges(dataset.n_neurons, 200)       # (201,) float64
-        counts, moments = dina_jax.attention_histogram_stream(qk_fn, dataset.responses[:8], edges)
-        dina_jax.attention_summary(counts, moments, edges)["sigma"]       # log-normal sigma
-    """
-    return jax.tree_util.Partial(_attention_apply(model), {"params": params})
 
 
 # ------------------------------------------------------------------------------ re-exports

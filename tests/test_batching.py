@@ -1,10 +1,13 @@
-"""``batched_apply``, the library's one chunking loop."""
+"""``batched_apply``, the library's one chunking loop, and the cached compiled encoders on it."""
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from dina_jax.data.pipeline import batched_apply
+from dina_jax.models import feature_fns
 
 
 def _pytree_fn(x, y):
@@ -90,3 +93,61 @@ def test_batched_apply_rejects_bad_arguments():
         batched_apply(lambda a: a, np.float32(1.0), batch_size=2)
     with pytest.raises(ValueError, match="at least one array"):
         batched_apply(lambda: None, batch_size=2)
+
+
+# -------------------------------------------------------------- one compiled encoder per model
+TRACES: list[tuple] = []
+
+
+class _CountingTowers(nn.Module):
+    """Two towers with the DualTower methods the encoders call, recording every trace."""
+
+    def setup(self):
+        self.scale = self.param("scale", nn.initializers.ones, ())
+
+    def __call__(self, images, responses):
+        return self.encode_images(images), self.encode_neurons(responses)
+
+    def encode_images(self, images, pathways=("local", "global")):
+        TRACES.append(("images", tuple(pathways)))
+        return self.scale * images[:, :2, :4] * len(pathways)  # (B, H, W) -> (B, 2, 4)
+
+    def encode_neurons(self, responses, neuron_mask=None):
+        TRACES.append(("neurons", neuron_mask is None))
+        if neuron_mask is not None:
+            responses = responses * neuron_mask
+        total = responses.sum(-1)[:, None, None]  # (B, N) -> (B, 1, 1)
+        return self.scale * jnp.broadcast_to(total, (len(responses), 2, 4))
+
+
+def test_encode_compiles_once_per_model_and_setting():
+    model = _CountingTowers()
+    images, responses = _inputs(7)
+    params = model.init(jax.random.key(0), images[:1], responses[:1])["params"]
+    TRACES.clear()
+
+    z_img, z_neu = feature_fns.encode(model, params, images, responses, batch_size=3)
+    np.testing.assert_allclose(z_img, 2.0 * images[:, :2, :4], rtol=1e-6)
+    np.testing.assert_allclose(z_neu[:, 0, 0], responses.sum(-1), rtol=1e-5)
+    # Three chunks (the last one padded), one trace per tower.
+    assert sorted(TRACES) == [("images", ("local", "global")), ("neurons", True)]
+
+    # A second call, and one with new parameter values, reuse both programs.
+    feature_fns.encode(model, params, images, responses, batch_size=3)
+    doubled = jax.tree.map(lambda p: 2.0 * p, params)
+    z_img, _ = feature_fns.encode(model, doubled, images, responses, batch_size=3)
+    np.testing.assert_allclose(z_img, 4.0 * images[:, :2, :4], rtol=1e-6)
+    assert len(TRACES) == 2
+
+    # A pathway setting or a neuron mask is a program of its own, compiled once as well.
+    for _ in range(2):
+        feature_fns.encode(model, params, images, responses, batch_size=3, pathways=("local",))
+        mask = np.random.default_rng(len(TRACES)).random(5) > 0.5
+        feature_fns.encode(model, params, images, responses, batch_size=3, neuron_mask=mask)
+    assert sorted(TRACES[2:]) == [
+        ("images", ("local",)),
+        ("neurons", False),
+    ]
+
+    with pytest.raises(ValueError, match="7 images but 6 responses"):
+        feature_fns.encode(model, params, images, responses[:6], batch_size=3)
