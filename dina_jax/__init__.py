@@ -11,7 +11,7 @@ Configs and data
 Model
   build_model, init_params            the dual tower (or a Table 1 baseline) from a config
   encode_images, encode_neurons       (S, 68, 270) images / (S, N) responses -> (S, 16, 64) maps
-Runs (the command line's steps; ``dina_jax.evaluate.evaluate(config, workdir)`` evaluates alone)
+Runs (the command line's steps; ``dina_jax.evaluation.evaluate(config, workdir)`` evaluates alone)
   train_and_evaluate, analyze, run    train + evaluate, the Fig. 5-6 analyses, any CLI mode
   restore, load_trained, TrainedRun   a trained workdir as (model, params, config, dataset)
 Metrics
@@ -72,15 +72,15 @@ __all__ = [
 ]
 
 
-# Submodules, imported on first attribute access (``dina_jax.evaluate.evaluate(...)``). No name of
-# __all__ may equal one of them: ``from dina_jax import evaluate`` inside the package must keep
-# binding the module.
+# Submodules, imported on first attribute access (``dina_jax.evaluation.evaluate(...)``). No name
+# of __all__ may equal one of them: ``from dina_jax import evaluation`` inside the package must
+# keep binding the module.
 SUBMODULES = (
     "analysis",
     "api",
     "config",
     "data",
-    "evaluate",
+    "evaluation",
     "losses",
     "main",
     "models",

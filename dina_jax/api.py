@@ -301,7 +301,7 @@ REEXPORTS: dict[str, Reexport] = {
         "loss, metrics = dina_jax.infonce(z_img, z_neu, temperature=0.01)  # z: (B, 16, 64)",
     ),
     "retrieval_metrics": Reexport(
-        "dina_jax.evaluate",
+        "dina_jax.evaluation.retrieval",
         "retrieval_metrics",
         "Sec. 4.2, Table 1: top-k of neural queries among the test images.",
         "z_img = dina_jax.encode_images(model, params, dataset.images[test])\n"
@@ -309,7 +309,7 @@ REEXPORTS: dict[str, Reexport] = {
         'dina_jax.retrieval_metrics(z_neu, z_img)["top1"]        # fraction in [0, 1]',
     ),
     "cosine_similarity_matrix": Reexport(
-        "dina_jax.evaluate",
+        "dina_jax.evaluation.retrieval",
         "cosine_similarity_matrix",
         "Fig. A.1: image (rows) vs neural (columns) cosine similarity.",
         "similarity = dina_jax.cosine_similarity_matrix(z_img, z_neu)   # (S, S)",

@@ -11,7 +11,7 @@ Any config field can be overridden, e.g. ``--config.data.n_spont_pcs=0`` or
 ``--config.data.dir=/path/to/stringer``. The resolved config is written to ``DIR/config.json``.
 Bad input (unknown config key, missing or corrupt data file) is reported in one line with exit
 code 2. The heavy lifting lives in library functions (``train.train_and_evaluate``,
-``evaluate.evaluate``, ``analysis.run.analyze``) that notebooks call directly.
+``evaluation.evaluate``, ``analysis.run.analyze``) that notebooks call directly.
 """
 
 from __future__ import annotations
@@ -87,9 +87,9 @@ def run(config, workdir: str, mode: str = "all") -> dict:
 
         results["train"] = train.train_and_evaluate(config, workdir)
     elif mode == "evaluate":
-        from dina_jax import evaluate
+        from dina_jax.evaluation import evaluate
 
-        results["evaluate"] = evaluate.evaluate(config, workdir)
+        results["evaluate"] = evaluate(config, workdir)
     if mode in ("analyze", "all"):
         from dina_jax.analysis import run as analysis_run
 

@@ -1062,7 +1062,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     Returns a dict of final numbers: ``best_val_loss``, ``best_epoch``, ``best_step``,
     ``final_step``, ``epochs_completed``, ``stopped_early``, ``train_seconds`` (this call) and,
-    when ``dina_jax.evaluate`` exists and ``config.train.evaluate_at_end``, ``eval`` (its result).
+    when ``config.train.evaluate_at_end``, ``eval`` (``dina_jax.evaluation.evaluate``'s result).
 
     Raises:
       NonFiniteLossError: a training loss was NaN/inf; the message names the step; the
@@ -1075,18 +1075,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     os.makedirs(workdir, exist_ok=True)
     result = _Loop(config, workdir).run()
     if config.train.evaluate_at_end:
-        evaluate = _evaluation_module()
-        if evaluate is not None:
-            result["eval"] = evaluate.evaluate(config, workdir)
+        # Imported when needed: training alone does not load the evaluation and its figures.
+        from dina_jax.evaluation import evaluate
+
+        result["eval"] = evaluate(config, workdir)
     return result
-
-
-def _evaluation_module():
-    """``dina_jax.evaluate`` if it exists (it is written separately), else None."""
-    try:
-        from dina_jax import evaluate
-    except ModuleNotFoundError as error:
-        if error.name != "dina_jax.evaluate":
-            raise
-        return None
-    return evaluate

@@ -179,10 +179,11 @@ def test_sigkill_mid_epoch_then_resume_gives_bitwise_identical_parameters(
 
 FRESH_PROCESS = """
 import json, sys
-from dina_jax import evaluate, train
+from dina_jax import train
+from dina_jax.evaluation import evaluate
 workdir = sys.argv[1]
 val = train.checkpoint_loss(workdir, "best", "val")
-results = evaluate.evaluate(None, workdir)
+results = evaluate(None, workdir)
 print("RESULT " + json.dumps({"val": val, "eval": results}))
 """
 
