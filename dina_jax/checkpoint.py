@@ -260,7 +260,14 @@ def load_run(
         image_mean=float(stats["image_mean"]),
         image_std=float(stats["image_std"]),
     )
-    return TrainedRun(model, params, run_config, dataclasses.replace(dataset, split=split))
+    # The dataset carries the statistics the model normalizes with (those of the checkpoint).
+    dataset = dataclasses.replace(
+        dataset,
+        split=split,
+        image_mean=float(stats["image_mean"]),
+        image_std=float(stats["image_std"]),
+    )
+    return TrainedRun(model, params, run_config, dataset)
 
 
 def recorded_split(workdir: str, meta: dict) -> pipeline.Split:

@@ -202,7 +202,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     train.log_every = 10  # Log training metrics every this many steps (step 1 included).
     train.checkpoint_every_steps = 50  # Also save `latest` this often inside an epoch (resume).
     train.distributed = False  # Call jax.distributed.initialize() (multi-host TPU/GPU).
-    train.evaluate_at_end = True  # Run evaluate.evaluate on the best checkpoint after training.
+    train.evaluate_at_end = True  # Run evaluation.evaluate on the best checkpoint after training.
 
     # ------------------------------------------------------------------- evaluation (Sec. 4.2–4.3)
     config.eval = ev = ml_collections.ConfigDict()

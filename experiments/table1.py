@@ -1,7 +1,7 @@
 """Table 1 of the paper: 280-way retrieval of DINA, VGG-16-MLP and ViT-MLP for each mouse.
 
 Trains (or resumes) one run per (mouse, model) with ``training.train_and_evaluate``, evaluates its
-best checkpoint with ``evaluate.evaluate`` and prints the paper's Table 1 layout (top-1/5/10 per
+best checkpoint with ``evaluation.evaluate`` and prints the paper's Table 1 layout (top-1/5/10 per
 model, one row per mouse and a mean row) from the runs' ``results.json`` files, followed by the
 context of each mouse (linear baseline, noise ceiling, chance). A run whose ``results.json``
 exists is not touched again, so the script can be interrupted and restarted. Also writes
@@ -33,9 +33,11 @@ import numpy as np
 ROOT_DIR = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT_DIR))
 
-from dina_jax import checkpoint, evaluate, plots  # noqa: E402
+from dina_jax import checkpoint, plots  # noqa: E402
 from dina_jax.config import load_config  # noqa: E402
 from dina_jax.data import synthetic  # noqa: E402
+from dina_jax.evaluation import evaluate  # noqa: E402
+from dina_jax.evaluation.run import example_rows  # noqa: E402
 from dina_jax.training import train_and_evaluate  # noqa: E402
 
 MODELS = ("dina", "vgg16_mlp", "vit_mlp")
@@ -110,7 +112,7 @@ def run_or_resume(config, workdir: pathlib.Path) -> dict:
         print(f"== {workdir}: training {config.model.name}", flush=True)
         train_and_evaluate(config, str(workdir))
         if not results_path.exists():  # config.train.evaluate_at_end was off.
-            evaluate.evaluate(config, str(workdir))
+            evaluate(config, str(workdir))
     else:
         print(f"== {workdir}: done before, reading results.json", flush=True)
     return json.loads(results_path.read_text())
@@ -209,7 +211,7 @@ def write_figures(rows: dict, models, root: pathlib.Path) -> list[str]:
         config = checkpoint.restore(str(root / row / next(iter(maps[row]))), "best")[1]
         dataset = pipeline.load_dataset(config, workdir=str(root / row / next(iter(maps[row]))))
         any_maps = next(iter(maps[row].values()))
-        positions = evaluate.example_rows(len(any_maps["test_rows"]), config.eval.n_example_stimuli)
+        positions = example_rows(len(any_maps["test_rows"]), config.eval.n_example_stimuli)
         images = dataset.images[any_maps["test_rows"][positions]]
         paths.append(
             plots.plot_feature_maps(

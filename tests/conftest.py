@@ -25,3 +25,16 @@ def tiny_dataset(tiny_config):
     from dina_jax.data.pipeline import load_dataset
 
     return load_dataset(tiny_config)
+
+
+@pytest.fixture(scope="session")
+def trained_workdir(tiny_config, tmp_path_factory):
+    """A tiny run trained for one epoch and evaluated (``train_and_evaluate``): checkpoints,
+    ``split.json``, ``results.json``, ``test_maps.npz``. Read it; copy it before changing it."""
+    from dina_jax.training import train_and_evaluate
+
+    config = tiny_config.copy_and_resolve_references()
+    config.train.num_epochs = 1  # Any checkpoint will do; training itself is tested elsewhere.
+    workdir = tmp_path_factory.mktemp("tiny_run")
+    train_and_evaluate(config, str(workdir))  # Ends with evaluation.evaluate (first run).
+    return workdir

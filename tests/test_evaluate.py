@@ -1,5 +1,6 @@
-"""Evaluation: retrieval against brute-force numpy, SSIM against scikit-image, the linear baseline
-on a planted linear map, LPIPS plumbing, and an end-to-end ``evaluate`` on a tiny trained run."""
+"""Evaluation (``dina_jax.evaluation``): retrieval against brute-force numpy, SSIM against
+scikit-image, the linear baseline on a planted linear map, LPIPS plumbing, and an end-to-end
+``evaluate`` on a tiny trained run."""
 
 import json
 import math
@@ -9,8 +10,12 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 
-from dina_jax import evaluate
+from dina_jax import checkpoint
 from dina_jax.data.stringer import DataError
+from dina_jax.evaluation import baseline, lpips, retrieval
+from dina_jax.evaluation import evaluate as evaluate_run
+from dina_jax.evaluation.maps import map_similarity
+from dina_jax.models import feature_fns
 
 
 # ---------------------------------------------------------------------- brute-force oracles
@@ -53,7 +58,7 @@ def _paired_maps(n=40, seed=0, noise=1.5):
 def test_cosine_similarity_matrix_matches_numpy():
     z_img, z_neu = _paired_maps(12)
     np.testing.assert_allclose(
-        evaluate.cosine_similarity_matrix(z_img, z_neu), _cosine_numpy(z_img, z_neu), atol=1e-5
+        retrieval.cosine_similarity_matrix(z_img, z_neu), _cosine_numpy(z_img, z_neu), atol=1e-5
     )
 
 
@@ -61,12 +66,12 @@ def test_correlation_matrix_matches_numpy():
     rng = np.random.default_rng(1)
     a, b = rng.standard_normal((7, 30)) + 2.0, rng.standard_normal((9, 30))
     expected = np.corrcoef(a, b)[:7, 7:]
-    np.testing.assert_allclose(evaluate.correlation_matrix(a, b), expected, atol=1e-5)
+    np.testing.assert_allclose(retrieval.correlation_matrix(a, b), expected, atol=1e-5)
 
 
 def test_retrieval_metrics_match_brute_force_in_both_directions():
     z_img, z_neu = _paired_maps(40, noise=25.0)  # Partly confusable: accuracies strictly in (0, 1).
-    metrics = evaluate.retrieval_metrics(z_neu, z_img, (1, 5, 10))
+    metrics = retrieval.retrieval_metrics(z_neu, z_img, (1, 5, 10))
     similarity = _cosine_numpy(z_img, z_neu)  # (image, neural)
     n2i = _retrieval_numpy(similarity.T, (1, 5, 10))
     i2n = _retrieval_numpy(similarity, (1, 5, 10))
@@ -82,15 +87,15 @@ def test_retrieval_metrics_match_brute_force_in_both_directions():
 def test_ties_are_broken_in_expectation():
     rng = np.random.default_rng(2)
     similarity = rng.integers(0, 4, size=(25, 25)).astype(np.float32)  # Many ties.
-    metrics = evaluate.retrieval_from_similarity(similarity, (1, 3, 10))
+    metrics = retrieval.retrieval_from_similarity(similarity, (1, 3, 10))
     for key, value in _retrieval_numpy(similarity, (1, 3, 10)).items():
         assert metrics[key] == pytest.approx(value), key
 
 
 def test_collapsed_maps_score_chance_not_perfect():
     maps = np.ones((20, 16, 64), np.float32)
-    metrics = evaluate.retrieval_metrics(maps, maps, (1, 5))
-    chance = evaluate.chance_metrics(20, (1, 5))
+    metrics = retrieval.retrieval_metrics(maps, maps, (1, 5))
+    chance = retrieval.chance_metrics(20, (1, 5))
     assert metrics["top1"] == pytest.approx(chance["top1"]) == pytest.approx(1 / 20)
     assert metrics["top5"] == pytest.approx(0.25)
     assert metrics["mean_rank"] == pytest.approx(chance["mean_rank"]) == pytest.approx(10.5)
@@ -101,7 +106,7 @@ def test_collapsed_maps_score_chance_not_perfect():
 def test_ridge_fit_matches_normal_equations(n_inputs):
     rng = np.random.default_rng(3)
     x, y = rng.standard_normal((30, n_inputs)) + 1.0, rng.standard_normal((30, 4))
-    weights = evaluate.ridge_fit(x, y, (0.5, 20.0))
+    weights = baseline.ridge_fit(x, y, (0.5, 20.0))
     xc, yc = x - x.mean(0), y - y.mean(0)
     for w, alpha in zip(weights, (0.5, 20.0), strict=True):
         expected = np.linalg.solve(xc.T @ xc + alpha * np.eye(n_inputs), xc.T @ yc)
@@ -110,7 +115,7 @@ def test_ridge_fit_matches_normal_equations(n_inputs):
 
 def test_pixel_pcs_match_numpy_svd():
     images = np.random.default_rng(4).standard_normal((20, 6, 9))
-    mean, components = evaluate.pixel_pcs(images, 5)
+    mean, components = baseline.pixel_pcs(images, 5)
     flat = images.reshape(20, -1)
     _, _, vt = np.linalg.svd(flat - flat.mean(0), full_matrices=False)
     np.testing.assert_allclose(mean, flat.mean(0), atol=1e-6)
@@ -135,12 +140,12 @@ def _planted_linear_data(seed, n_rows=300, n_neurons=80, n_factors=12):
 def test_linear_baseline_recovers_a_planted_linear_map():
     images, responses, split = _planted_linear_data(5)
     alphas = (1e-2, 1e1, 1e3, 1e6)
-    result = evaluate.linear_baseline(images, responses, split, n_pcs=20, alphas=alphas)
+    result = baseline.linear_baseline(images, responses, split, n_pcs=20, alphas=alphas)
     assert result["top1"] > 0.9
     assert result["alpha"] in alphas and result["n_pcs"] == 20
     # Responses unrelated to the images leave the same pipeline near chance (1/50 top-1).
     shuffled = responses[np.random.default_rng(6).permutation(len(responses))]
-    control = evaluate.linear_baseline(images, shuffled, split, n_pcs=20, alphas=alphas)
+    control = baseline.linear_baseline(images, shuffled, split, n_pcs=20, alphas=alphas)
     assert control["top1"] < 0.2
     assert control["mean_rank"] > 15
 
@@ -149,7 +154,7 @@ def test_linear_baseline_recovers_a_planted_linear_map():
 def test_map_ssim_matches_scikit_image():
     z_img, z_neu = _paired_maps(6, seed=7, noise=0.7)
     z_neu = 5.0 * z_neu + 2.0  # A scale and offset the normalization removes.
-    result = evaluate.map_similarity(z_img, z_neu, win_size=7)
+    result = map_similarity(z_img, z_neu, win_size=7)
 
     def unit(m):
         return (m - m.min()) / (m.max() - m.min())
@@ -183,7 +188,7 @@ def _random_lpips_weights(path, seed=0, **changes):
             if key.startswith("lin")
             else 0.05 * rng.standard_normal(shape)
         ).astype(np.float32)
-        for key, shape in evaluate.lpips_expected_shapes().items()
+        for key, shape in lpips.lpips_expected_shapes().items()
     }
     arrays.update(changes)
     arrays = {key: value for key, value in arrays.items() if value is not None}
@@ -193,29 +198,27 @@ def _random_lpips_weights(path, seed=0, **changes):
 
 def test_lpips_without_weights_says_so():
     z_img, z_neu = _paired_maps(3)
-    assert evaluate.map_lpips(z_img, z_neu, "", resize_hw=(64, 256)) == {
-        "status": evaluate.LPIPS_MISSING
-    }
+    assert lpips.map_lpips(z_img, z_neu, "", resize_hw=(64, 256)) == {"status": lpips.LPIPS_MISSING}
 
 
 def test_lpips_loader_rejects_bad_files(tmp_path):
     with pytest.raises(DataError, match="not found"):
-        evaluate.load_lpips_weights(tmp_path / "absent.npz")
+        lpips.load_lpips_weights(tmp_path / "absent.npz")
     missing = _random_lpips_weights(tmp_path / "missing.npz", conv3_weight=None)
     with pytest.raises(DataError, match="conv3_weight"):
-        evaluate.load_lpips_weights(missing)
+        lpips.load_lpips_weights(missing)
     wrong = _random_lpips_weights(tmp_path / "wrong.npz", lin2_weight=np.ones((1, 7, 1, 1)))
     with pytest.raises(DataError, match="lin2_weight"):
-        evaluate.load_lpips_weights(wrong)
+        lpips.load_lpips_weights(wrong)
     (tmp_path / "garbage.npz").write_text("not an archive")
     with pytest.raises(DataError, match="garbage.npz"):
-        evaluate.load_lpips_weights(tmp_path / "garbage.npz")
+        lpips.load_lpips_weights(tmp_path / "garbage.npz")
 
 
 def test_lpips_first_layer_is_a_pytorch_style_convolution(tmp_path):
-    weights = evaluate.load_lpips_weights(_random_lpips_weights(tmp_path / "w.npz"))
+    weights = lpips.load_lpips_weights(_random_lpips_weights(tmp_path / "w.npz"))
     x = np.random.default_rng(8).standard_normal((1, 3, 24, 40)).astype(np.float32)
-    relu1 = np.asarray(evaluate.lpips_features(weights, x)[0])
+    relu1 = np.asarray(lpips.lpips_features(weights, x)[0])
     # Brute-force cross-correlation, stride 4, zero padding 2, for two output channels.
     padded = np.pad(x[0].astype(np.float64), ((0, 0), (2, 2), (2, 2)))
     w, b = weights["conv1_weight"].astype(np.float64), weights["conv1_bias"]
@@ -234,25 +237,14 @@ def test_lpips_is_zero_on_identical_maps_and_grows_with_difference(tmp_path):
     rng = np.random.default_rng(10)
     near = z_img + 0.1 * rng.standard_normal(z_img.shape).astype(np.float32)
     far = rng.standard_normal(z_img.shape).astype(np.float32)
-    same = evaluate.map_lpips(z_img, z_img, str(path), resize_hw=(64, 256))
-    close = evaluate.map_lpips(z_img, near, str(path), resize_hw=(64, 256))
-    distant = evaluate.map_lpips(z_img, far, str(path), resize_hw=(64, 256))
+    same = lpips.map_lpips(z_img, z_img, str(path), resize_hw=(64, 256))
+    close = lpips.map_lpips(z_img, near, str(path), resize_hw=(64, 256))
+    distant = lpips.map_lpips(z_img, far, str(path), resize_hw=(64, 256))
     assert same["status"] == "computed" and same["mean"] == pytest.approx(0.0, abs=1e-6)
     assert 0.0 < close["mean"] < distant["mean"]
 
 
 # -------------------------------------------------------------------------------- end to end
-@pytest.fixture(scope="session")
-def trained_workdir(tiny_config, tmp_path_factory):
-    from dina_jax import train
-
-    config = tiny_config.copy_and_resolve_references()
-    config.train.num_epochs = 1  # Any checkpoint will do; training itself is tested elsewhere.
-    workdir = tmp_path_factory.mktemp("tiny_run")
-    train.train_and_evaluate(config, str(workdir))  # Ends with evaluate.evaluate (first run).
-    return workdir
-
-
 def _all_finite(tree):
     if isinstance(tree, dict):
         return all(_all_finite(v) for v in tree.values())
@@ -264,7 +256,7 @@ def _all_finite(tree):
 def test_evaluate_writes_results_and_figures_reproducibly(tiny_config, trained_workdir, capsys):
     first = json.loads((trained_workdir / "results.json").read_text())  # From the training run.
     capsys.readouterr()
-    returned = evaluate.evaluate(tiny_config, trained_workdir)
+    returned = evaluate_run(tiny_config, trained_workdir)
     printed = capsys.readouterr().out
     written = json.loads((trained_workdir / "results.json").read_text())
     # A second evaluation of the same checkpoint gives the same numbers (the split, the encoder
@@ -286,7 +278,7 @@ def test_evaluate_writes_results_and_figures_reproducibly(tiny_config, trained_w
     for key in ("top1", "top5", "top10", "mean_rank", "i2n_top1"):
         assert key in written["retrieval"]
     assert written["chance"]["top1"] == pytest.approx(1 / n_test)
-    assert written["lpips"] == {"status": evaluate.LPIPS_MISSING}
+    assert written["lpips"] == {"status": lpips.LPIPS_MISSING}
     assert _all_finite(written)
     assert "LPIPS: weights not provided" in printed and "Noise ceiling" in printed
     for name in ("similarity_matrix", "feature_maps", "top5_retrieval", "variance_spectra"):
@@ -299,34 +291,13 @@ def test_evaluate_writes_results_and_figures_reproducibly(tiny_config, trained_w
     )
 
 
-def test_encode_does_not_depend_on_the_batch_size(tiny_config, tiny_dataset, trained_workdir):
-    from dina_jax import train
-    from dina_jax.models import build_model
-
-    params, config, stats = train.restore(str(trained_workdir), "best")
-    model = build_model(
-        config, stats["n_neurons"], image_mean=stats["image_mean"], image_std=stats["image_std"]
-    )
+def test_encode_does_not_depend_on_the_batch_size(tiny_config, trained_workdir):
+    model, params, _, dataset = checkpoint.load_run(trained_workdir, config=tiny_config)
     maps = np.load(trained_workdir / "test_maps.npz")  # Encoded in one batch by evaluate.
     rows = maps["test_rows"]
     assert len(rows) % 5 != 0  # The last batch of 5 is padded.
-    z_img, z_neu = evaluate.encode(
-        model, params, tiny_dataset.images[rows], tiny_dataset.responses[rows], batch_size=5
+    z_img, z_neu = feature_fns.encode(
+        model, params, dataset.images[rows], dataset.responses[rows], batch_size=5
     )
     np.testing.assert_allclose(z_img, maps["z_img"], atol=1e-5)
     np.testing.assert_allclose(z_neu, maps["z_neu"], atol=1e-5)
-
-
-def test_run_config_takes_the_architecture_from_the_checkpoint(tiny_config):
-    saved = tiny_config.copy_and_resolve_references().to_dict()
-    saved["model"]["name"] = "vgg16_mlp"
-    saved["model"]["neural"]["d_model"] = 3
-    del saved["model"]["image"]["channels"]  # A field the run predates: the default is kept.
-    saved["data"]["dir"] = "/where/it/was/trained"
-    config = tiny_config.copy_and_resolve_references()
-    config.eval.ssim_win_size = 5
-    merged = evaluate._run_config(config, saved)
-    assert merged.model.name == "vgg16_mlp" and merged.model.neural.d_model == 3
-    assert tuple(merged.model.image.channels) == tuple(tiny_config.model.image.channels)
-    assert merged.data.dir == tiny_config.data.dir and merged.eval.ssim_win_size == 5
-    assert evaluate._run_config(None, saved).data.dir == "/where/it/was/trained"

@@ -1,20 +1,22 @@
-"""The notebook-facing surface: ``dina_jax.__all__``, its docstrings, and the api helpers."""
+"""The notebook-facing surface: ``dina_jax.__all__`` (the library's own objects), their
+docstrings and examples, the encoders and feature functions, and ``load_run``."""
 
 from __future__ import annotations
 
-import dataclasses
+import importlib
 import inspect
 import pathlib
 import re
 import subprocess
 import sys
+import textwrap
 
 import jax
 import numpy as np
 import pytest
 
 import dina_jax
-from dina_jax import api
+from dina_jax.config import CONFIGS_DIR
 
 PACKAGE_DIR = pathlib.Path(dina_jax.__file__).parent
 # Names of __all__ that take or return arrays: their library docstring must state shapes.
@@ -50,7 +52,7 @@ def test_import_is_light_and_names_are_discoverable():
     assert out.stdout.strip() == "[]"
     assert set(dina_jax.__all__) <= set(dir(dina_jax))
     assert len(set(dina_jax.__all__)) == len(dina_jax.__all__)
-    assert set(dina_jax.__all__) == set(api.HELPERS) | set(api.REEXPORTS)
+    assert set(dina_jax.__all__) == set(dina_jax._EXPORTS)
     with pytest.raises(AttributeError):
         dina_jax.no_such_name  # noqa: B018
 
@@ -61,30 +63,39 @@ def test_no_exported_name_shadows_a_submodule():
     }
     assert not submodules & set(dina_jax.__all__)
     assert set(dina_jax.SUBMODULES) == submodules - {"__init__"}
-    from dina_jax import evaluate
+    from dina_jax import evaluation
 
-    assert inspect.ismodule(evaluate) and inspect.ismodule(dina_jax.evaluate)
+    assert inspect.ismodule(evaluation) and inspect.ismodule(dina_jax.evaluation)
+    assert inspect.isfunction(evaluation.evaluate)  # The package's entry point, not its module.
+    assert dina_jax.evaluate is evaluation.evaluate
+
+
+def _example(doc: str) -> str:
+    """The indented block after ``Example::`` in a docstring."""
+    block = doc.split("Example::", 1)[1]
+    lines = []
+    for line in block.splitlines()[1:]:
+        if line.strip() and not line.startswith(" "):
+            break
+        lines.append(line)
+    return textwrap.dedent("\n".join(lines)).strip()
 
 
 @pytest.mark.parametrize("name", dina_jax.__all__)
-def test_every_name_resolves_with_documentation(name):
+def test_every_name_is_the_library_object_with_documentation(name):
     obj = getattr(dina_jax, name)
-    assert obj is not None
+    # The object itself, from the module the map names (not a wrapper): a jitted function
+    # keeps .lower, a class is the class.
+    assert obj is getattr(importlib.import_module(dina_jax._EXPORTS[name]), name)
     doc = inspect.getdoc(obj)
     assert doc, f"dina_jax.{name} has no docstring"
-    library_doc = inspect.getdoc(getattr(obj, "__wrapped__", obj))
     if name in ARRAY_NAMES:
-        assert SHAPE.search(library_doc), f"dina_jax.{name}: docstring states no array shape"
-    entry = api.REEXPORTS.get(name)
+        assert SHAPE.search(doc), f"dina_jax.{name}: docstring states no array shape"
     if inspect.isclass(obj) or name == "available_configs":
         return
-    assert "Example" in doc, f"dina_jax.{name}: no example in the docstring"
-    if entry is not None:
-        assert obj.__wrapped__ is getattr(
-            __import__(entry.module, fromlist=[entry.attribute]), entry.attribute
-        )
-        assert inspect.signature(obj) == inspect.signature(obj.__wrapped__)
-        assert f"Paper: {entry.paper}" in doc
+    assert "Example::" in doc, f"dina_jax.{name}: no example in the docstring"
+    compile(_example(doc), f"<example of dina_jax.{name}>", "exec")
+    assert re.search(r"(Sec\.|Eq\.|Fig\.|App\.|Table)", doc), f"dina_jax.{name}: no paper reference"
 
 
 def test_load_config_by_name_path_and_overrides(tmp_path):
@@ -94,7 +105,7 @@ def test_load_config_by_name_path_and_overrides(tmp_path):
     )
     assert config.train.num_epochs == 7 and config.analysis.ablation.fractions == (0.5, 1.0)
     assert config.data.source == "synthetic"
-    by_path = dina_jax.load_config(str(api.CONFIGS_DIR / "tiny.py"))
+    by_path = dina_jax.load_config(str(CONFIGS_DIR / "tiny.py"))
     assert by_path.to_dict() == dina_jax.load_config("tiny").to_dict()
     base = dina_jax.load_config("base")
     assert base.loss.temperature == 0.01 and base.train.batch_size == 128
@@ -184,39 +195,16 @@ def test_feature_fns_feed_the_analyses_and_compile_once(tiny_model, tiny_dataset
     assert q.shape[:2] == k.shape[:2] == (2, tiny_dataset.n_neurons)
 
 
-def test_load_trained_rebuilds_the_run(
-    tiny_config, tiny_dataset, tiny_model, tmp_path, monkeypatch
-):
-    from dina_jax import train
-    from dina_jax.data import pipeline
-    from dina_jax.data.stringer import DataError
-
-    model, params = tiny_model
-    stats = dict(
-        n_neurons=tiny_dataset.n_neurons,
-        image_mean=tiny_dataset.image_mean,
-        image_std=tiny_dataset.image_std,
-    )
-    saved = tiny_config.copy_and_resolve_references()
-    monkeypatch.setattr(train, "restore", lambda *_a, **_k: (params, saved, stats))
-    # The run's split differs from the one the config would draw: load_trained must use it.
-    split = dataclasses.replace(tiny_dataset.split, test=tiny_dataset.split.test[:5])
-    pipeline.save_split(str(tmp_path / "split.json"), split)
-
-    run = dina_jax.load_trained(tmp_path)
-    got_model, got_params, config, dataset = run
-    assert isinstance(run, dina_jax.TrainedRun) and got_params is params
-    np.testing.assert_array_equal(dataset.split.test, split.test)
-    assert config.train.batch_size == tiny_config.train.batch_size
-    z = dina_jax.encode_images(got_model, got_params, dataset.images[dataset.split.test])
-    expected = dina_jax.encode_images(model, params, tiny_dataset.images[split.test])
-    np.testing.assert_allclose(z, expected, rtol=1e-5, atol=1e-5)
-
-    monkeypatch.setattr(
-        train, "restore", lambda *_a, **_k: (params, saved, {**stats, "n_neurons": 7})
-    )
-    with pytest.raises(DataError, match="7 neurons"):
-        dina_jax.load_trained(tmp_path)
+def test_load_trained_is_load_run(trained_workdir):
+    run = dina_jax.load_trained(trained_workdir)
+    assert dina_jax.load_trained is dina_jax.load_run
+    assert isinstance(run, dina_jax.TrainedRun)
+    model, params, config, dataset = run
+    test = dataset.split.test
+    maps = np.load(trained_workdir / "test_maps.npz")
+    np.testing.assert_array_equal(maps["test_rows"], test)
+    z_neu = dina_jax.encode_neurons(model, params, dataset.responses[test])
+    np.testing.assert_allclose(z_neu, maps["z_neu"], rtol=1e-5, atol=1e-5)
 
 
 def test_readme_api_section_names_exist():
@@ -227,10 +215,3 @@ def test_readme_api_section_names_exist():
     used = set(re.findall(r"dina_jax\.([a-z_]+)\(", readme.read_text()))
     missing = {name for name in used if not hasattr(dina_jax, name)}
     assert not missing, missing
-
-
-def test_reexport_examples_are_valid_python():
-    for name, entry in api.REEXPORTS.items():
-        assert entry.module.startswith("dina_jax."), name
-        if entry.example:
-            compile(entry.example, f"<example of dina_jax.{name}>", "exec")

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import scipy.io
 
-from dina_jax import evaluate
 from dina_jax.data import pipeline, stringer, synthetic
+from dina_jax.evaluation import baseline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -189,7 +189,7 @@ def test_default_size_decodes_far_above_chance_but_not_perfectly(tmp_path):
     # Mostly complex cells (layer 2/3): a linear read-out of the pixels recovers only part of what
     # the responses carry, well under the repeat-to-repeat ceiling (docs/decisions.md).
     images = stringer.load_images(paths["images"][0])[recording.image_index]
-    linear = evaluate.linear_baseline(
+    linear = baseline.linear_baseline(
         images, recording.responses, split, n_pcs=100, alphas=(1e1, 1e2, 1e3), topk=(1, 5, 10)
     )
     assert 0.05 < linear["top1"] < 0.7 * accuracy["top1"], (linear["top1"], accuracy["top1"])

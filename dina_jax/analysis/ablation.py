@@ -29,6 +29,7 @@ import numpy as np
 from scipy import stats
 
 from dina_jax.analysis.ssim import ssim
+from dina_jax.data.pipeline import batched_apply
 
 
 def rank_neurons(responses: np.ndarray) -> np.ndarray:
@@ -190,20 +191,13 @@ def neuron_ablation(
     order = rank_neurons(responses) if order is None else np.asarray(order)
     ranked, random = subset_masks(order, fractions, n_random, key)
     masks = np.concatenate([ranked, random.reshape(-1, ranked.shape[1])])  # (F (1 + R), N)
-    chunks = range(0, responses.shape[0], stimulus_batch)
-    values = [
-        np.asarray(
-            masked_map_ssim(
-                neural_fn,
-                responses[s : s + stimulus_batch],
-                masks,
-                win_size=win_size,
-                mask_batch=mask_batch,
-            )
-        )
-        for s in (progress(chunks) if progress else chunks)
-    ]
-    all_ssim = np.concatenate(values, axis=1)  # (M, S)
+    per_stimulus = batched_apply(  # (S, M): batched_apply stacks stimuli on axis 0.
+        lambda r: masked_map_ssim(neural_fn, r, masks, win_size=win_size, mask_batch=mask_batch).T,
+        responses,
+        batch_size=stimulus_batch,
+        progress=progress,
+    )
+    all_ssim = per_stimulus.T  # (M, S)
     n_frac = len(fractions)
     ranked_ssim = all_ssim[:n_frac]
     random_ssim = all_ssim[n_frac:].reshape(n_random, n_frac, -1)

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import special
 
+from dina_jax.data.pipeline import batched_apply
 from dina_jax.models.attention import attention_histogram
 
 
@@ -91,19 +92,21 @@ def attention_histogram_stream(
     fn = qk_fn if isinstance(qk_fn, jax.tree_util.Partial) else jax.tree_util.Partial(qk_fn)
     responses = np.asarray(responses, np.float32)
     edges = jnp.asarray(bin_edges, jnp.float32)
-    counts = np.zeros(len(bin_edges) - 1, np.int64)
+    # Per-sample counts (S, n_bins) and moments (S,) are small; the N x N probabilities never
+    # leave the compiled step. Per sample, so the zero-padded rows of a ragged last batch drop out.
+    sample_counts, sample_moments = batched_apply(
+        lambda r: _histogram_step(fn, r, edges, block_size),
+        responses,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    counts = sample_counts.astype(np.int64).sum(axis=0)
     totals: dict[str, float] = {}
-    chunks = range(0, responses.shape[0], batch_size)
-    for start in progress(chunks) if progress else chunks:
-        batch_counts, moments = _histogram_step(
-            fn, jnp.asarray(responses[start : start + batch_size]), edges, block_size
-        )
-        counts += np.asarray(batch_counts, np.int64).sum(axis=0)
-        for name, value in moments.items():
-            value = np.asarray(value)
-            integer = np.issubdtype(value.dtype, np.integer)
-            total = int(value.astype(np.int64).sum()) if integer else float(value.sum(dtype=float))
-            totals[name] = totals.get(name, 0) + total
+    for name, value in sample_moments.items():
+        if np.issubdtype(value.dtype, np.integer):
+            totals[name] = int(value.astype(np.int64).sum())
+        else:
+            totals[name] = float(value.sum(dtype=float))
     return counts, totals
 
 

@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dina_jax.analysis.ssim import ssim
+from dina_jax.analysis.ssim import minmax_normalize, ssim
 
 MEASURES = ("ssim", "cos")
 
@@ -116,13 +116,6 @@ def _delta(reference: jax.Array, occluded: jax.Array, measure: str, ssim_window:
 
 
 _delta_jit = jax.jit(_delta, static_argnums=(2, 3))
-
-
-def minmax_normalize(rf: jax.Array) -> jax.Array:
-    """Eq. 15: (R - min R) / (max R - min R); a constant map (no sensitivity anywhere) gives 0."""
-    low = jnp.min(rf)
-    span = jnp.max(rf) - low
-    return jnp.where(span > 0, (rf - low) / jnp.where(span > 0, span, 1.0), 0.0)
 
 
 def _perturbation_grid(

@@ -12,10 +12,10 @@ from __future__ import annotations
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from dina_jax.analysis.ssim import ssim
+from dina_jax.data.pipeline import batched_apply
 from dina_jax.models.image_tower import PATHWAYS
 
 
@@ -66,12 +66,8 @@ def pathway_ssim(
     """
     images = np.asarray(images, np.float32)
     step = _pathway_step(model, win_size)
-    out = {name: [] for name in PATHWAYS}
-    for start in range(0, images.shape[0], batch_size):
-        result = step({"params": params}, jnp.asarray(images[start : start + batch_size]))
-        for name in PATHWAYS:
-            out[name].append(np.asarray(result[name]))
-    return {name: np.concatenate(values) for name, values in out.items()}
+    variables = {"params": params}
+    return batched_apply(lambda x: step(variables, x), images, batch_size=batch_size)
 
 
 @functools.lru_cache(maxsize=8)

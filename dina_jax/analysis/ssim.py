@@ -10,6 +10,7 @@ window for occlusion (App. A, Eq. 13) and between paired image/neural maps (Sec.
 
 Feature maps have no natural intensity range, so ``data_range=None`` takes ``max - min`` of the
 first (reference) argument, the convention used everywhere in the project (docs/decisions.md).
+Where maps are compared as images instead, :func:`minmax_normalize` first rescales each to [0, 1].
 """
 
 from __future__ import annotations
@@ -89,3 +90,20 @@ def batched_ssim(
 ) -> jax.Array:
     """SSIM of paired maps (B, H, W) x (B, H, W) -> (B,), each pair with its own reference range."""
     return jax.vmap(lambda a, b: ssim(a, b, win_size=win_size, data_range=data_range))(x, y)
+
+
+@jax.jit
+def minmax_normalize(maps: jax.Array) -> jax.Array:
+    """Rescales every (H, W) map to [0, 1] by its own min and max: (..., H, W) -> (..., H, W).
+
+    (R - min R) / (max R - min R) over the last two axes; a constant map gives zeros. The one
+    normalization of maps compared as images: the occlusion importance map of App. A.1 (Eq. 15,
+    one (H, W) map) and the paired image/neural feature maps of Sec. 4.3 before SSIM and LPIPS
+    ((B, 16, 64): the contrastive loss fixes neither the scale nor the offset of either tower's
+    maps, only the direction of the flattened map).
+    """
+    low = jnp.min(maps, axis=(-2, -1), keepdims=True)
+    span = jnp.max(maps, axis=(-2, -1), keepdims=True) - low
+    # Divide by the true span whenever it is positive (no floor that would leave a map with a
+    # tiny span short of 1); the inner where only keeps the unused branch finite.
+    return jnp.where(span > 0, (maps - low) / jnp.where(span > 0, span, 1.0), 0.0)

@@ -10,6 +10,8 @@ loads (or, for ``config.data.source == "synthetic"``, first generates) the image
 recording named by the config, preprocesses the recording (cached), pairs every response row with
 the image shown, splits the rows into train/validation/test (paper Sec. 3.3: 10% of the images,
 280 of 2,800, held out for testing) and computes the training-split pixel statistics.
+:func:`batched_apply` is the library's one loop that runs a function over rows in fixed-size
+chunks (encoders, evaluation, analyses).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -443,6 +445,67 @@ def evaluation_batches(
         yield padded.astype(np.int64), mask
 
 
+def batched_apply(
+    fn: Callable,
+    *arrays,
+    batch_size: int,
+    progress: Callable[[Iterable], Iterable] | None = None,
+):
+    """``fn(*arrays)`` computed in chunks of rows, with one compiled program for every chunk.
+
+    The leading axis of the arrays (rows, e.g. stimuli) is cut into chunks of
+    ``min(batch_size, S)`` rows; the last chunk is zero-padded to that size, so a jitted ``fn``
+    traces and compiles once instead of once more for a ragged tail. ``fn`` must treat rows
+    independently (the towers do: no batch statistics), since the padding rows are computed and
+    then dropped. The batching loop of the evaluation, the notebook encoders and the analyses.
+
+    Args:
+      fn: ``fn(*chunks) -> out``, each chunk (B, ...) with B = ``min(batch_size, S)``; ``out`` an
+        array or a pytree (tuple, dict) of arrays, each with the B rows on axis 0.
+      *arrays: one or more (S, ...) arrays with the same S (numpy, or anything ``np.asarray``
+        takes).
+      batch_size: the most rows per call (the memory knob); the result does not depend on it.
+      progress: optional wrapper of the chunk iterator, e.g. ``tqdm``.
+
+    Returns:
+      ``out``'s structure with numpy arrays of S rows, the chunks concatenated on axis 0. For
+      S == 0, ``fn`` runs once on a single padding row (for the output shapes and dtypes) and
+      every leaf has 0 rows.
+
+    Raises:
+      ValueError: ``batch_size < 1``, no arrays, or arrays with different numbers of rows.
+
+    Example::
+
+        z_img = batched_apply(lambda x: encoder(params, x), images, batch_size=64)  # (S, 16, 64)
+    """
+    import jax  # Here, not at the top: loading data never needs JAX.
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if not arrays:
+        raise ValueError("batched_apply needs at least one array")
+    arrays = [np.asarray(a) for a in arrays]
+    sizes = [a.shape[0] if a.ndim else None for a in arrays]
+    if None in sizes or len(set(sizes)) != 1:
+        shapes = ", ".join(str(a.shape) for a in arrays)
+        raise ValueError(f"batched_apply: the arrays need the same leading size, got {shapes}")
+    n = sizes[0]
+    size = max(1, min(batch_size, n))  # n == 0: one chunk of padding only.
+    chunks = range(0, max(n, 1), size)
+    outputs = []
+    for start in progress(chunks) if progress else chunks:
+        rows = min(size, n - start)
+        chunk = []
+        for a in arrays:
+            part = a[start : start + rows]
+            if rows < size:
+                part = np.concatenate([part, np.zeros((size - rows, *a.shape[1:]), a.dtype)])
+            chunk.append(part)
+        outputs.append(jax.tree.map(lambda leaf, rows=rows: np.asarray(leaf)[:rows], fn(*chunk)))
+    return jax.tree.map(lambda *leaves: np.concatenate(leaves), *outputs)
+
+
 # ------------------------------------------------------------------------------ noise ceiling
 
 
@@ -514,6 +577,7 @@ def summarize(dataset: Dataset, topk: Sequence[int] = (1, 5, 10)) -> str:
 __all__ = [
     "Dataset",
     "Split",
+    "batched_apply",
     "cache_folder",
     "data_paths",
     "ensure_synthetic",
