@@ -312,7 +312,8 @@ def load_config(
 ) -> ml_collections.ConfigDict:
     """The ConfigDict of ``configs/<name>.py`` (or of any config file), with overrides applied.
 
-    The same object the command line builds from ``--config FILE --config.a.b=value``.
+    The same object the command line builds from ``--config FILE --config.a.b=value``. The
+    paper's numbers (Sec. 3-4, App. A-B) are the defaults of ``"base"``.
 
     Args:
       name_or_path: a config name (``"synthetic"``, ``"m1"``, ``"tiny"``, ... see

@@ -33,6 +33,10 @@ def cosine_similarity_matrix(a: jax.Array, b: jax.Array) -> jax.Array:
 
     Trailing axes are flattened (a 1 x 16 x 64 feature map is a 1024-vector), as in the InfoNCE
     loss. Fig. A.1 uses a = image-tower maps (rows), b = neural-tower maps (columns).
+
+    Example::
+
+        similarity = dina_jax.cosine_similarity_matrix(z_img, z_neu)   # (S, S)
     """
     a = a.reshape(a.shape[0], -1).astype(jnp.float32)
     b = b.reshape(b.shape[0], -1).astype(jnp.float32)
@@ -101,6 +105,12 @@ def retrieval_metrics(
       A flat dict of floats: "top{k}", "mean_rank", "median_rank" for neural query -> image
       candidates (the paper's Table 1), the same prefixed "i2n_" for image query -> neural
       candidates, and "n_candidates". Accuracies are fractions in [0, 1].
+
+    Example::
+
+        z_img = dina_jax.encode_images(model, params, dataset.images[test])
+        z_neu = dina_jax.encode_neurons(model, params, dataset.responses[test])
+        dina_jax.retrieval_metrics(z_neu, z_img)["top1"]        # fraction in [0, 1]
     """
     measure = {"cosine": cosine_similarity_matrix, "correlation": correlation_matrix}[similarity]
     matrix = measure(jnp.asarray(z_img), jnp.asarray(z_neu))  # (img, neu)

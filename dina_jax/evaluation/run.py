@@ -68,6 +68,11 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str | os.PathLik
       The results: "model", "workdir", "n_test", "n_neurons", "checkpoint" (the statistics the
       model normalizes with), "retrieval", "chance", "linear_baseline", "noise_ceiling", "ssim",
       "lpips", "spectra", "figures" (as written to results.json).
+
+    Example::
+
+        results = dina_jax.evaluate(config, "workdirs/synthetic")   # Table 1 row, Fig. 3, 4, A.1
+        results["retrieval"]["top1"], results["linear_baseline"]["top1"]
     """
     workdir = pathlib.Path(workdir)
     model, params, config, dataset = load_run(workdir, "best", config=config)
