@@ -363,6 +363,10 @@ def test_parameter_ema_follows_its_recursion_and_is_what_best_stores():
         "neural_tower": rng.normal(size=3).astype(np.float32),
     }
     tx = optax.sgd(0.5)  # large steps, so that the average and the parameters differ
+    # A small decay, so that both branches of min(decay, (1 + t) / (10 + t)) act within the
+    # steps run: the warmup term (2/11, 3/12) for t = 1, 2, then the decay itself from t = 3
+    # (4/13 > 0.3). An EMA that ignored `ema_decay` would reach 9/18 = 0.5 by t = 8.
+    decay = 0.3
     state = train.TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
@@ -371,23 +375,43 @@ def test_parameter_ema_follows_its_recursion_and_is_what_best_stores():
         apply_fn=None,
         tx=tx,
         ema_params=jax.tree.map(jnp.copy, params),
-        ema_decay=0.6,
+        ema_decay=decay,
     )
     ema = {k: v.astype(np.float64) for k, v in params.items()}
-    for t in range(1, 8):
+    weights = []
+    for t in range(1, 9):
         grads = {k: rng.normal(size=v.shape).astype(np.float32) for k, v in params.items()}
         state = state.apply_gradients(grads)
-        weight = min(0.6, (1 + t) / (10 + t))  # 0.18, 0.25, ... then the decay from t = 4
+        weight = min(decay, (1 + t) / (10 + t))
+        weights.append(weight)
         for k in ema:
             ema[k] = weight * ema[k] + (1 - weight) * np.asarray(state.params[k], np.float64)
+        # Step by step: a wrong weight at any single step shows here.
+        for k in ema:
+            np.testing.assert_allclose(state.ema_params[k], ema[k], rtol=1e-6, err_msg=f"t={t}")
+    assert weights[:2] == [2 / 11, 3 / 12] and weights[2:] == [decay] * 6  # both branches ran
+    assert int(state.step) == 8
     for k in ema:
-        np.testing.assert_allclose(state.ema_params[k], ema[k], rtol=1e-6)
         assert not np.allclose(state.ema_params[k], state.params[k])
     # A checkpoint's `params` are the EMA; the optimizer's own parameters ride in `train`.
     saved = train._state_dict(state)
     assert saved["params"] is state.ema_params and saved["train_params"] is state.params
     plain = state.replace(ema_params=None)
     assert plain.eval_params is plain.params and "train_params" not in train._state_dict(plain)
+
+
+def test_ema_update_weight_is_capped_by_the_decay():
+    """ema_update alone: w = min(decay, (1 + step) / (10 + step)), step 1-based."""
+    ema, params = {"a": np.float32(2.0)}, {"a": np.float32(-1.0)}
+    for step, decay in [(1, 0.1), (1, 0.9), (5, 0.2), (5, 0.99), (40, 0.5), (40, 0.95)]:
+        weight = min(decay, (1 + step) / (10 + step))
+        out = train.ema_update(ema, params, jnp.int32(step), decay)
+        assert float(out["a"]) == pytest.approx(2.0 * weight - (1.0 - weight), rel=1e-6), (
+            step,
+            decay,
+        )
+    # Decay 0: the EMA is the parameters.
+    assert float(train.ema_update(ema, params, jnp.int32(3), 0.0)["a"]) == -1.0
 
 
 def test_neural_weight_decay_on_kernels_spares_embeddings_and_biases(tiny_config):
