@@ -299,12 +299,20 @@ def test_schedule_warms_up_linearly_and_decays_by_cosine():
 
 
 def _numpy_two_towers(config, params, grads_seq, steps_per_epoch):
-    """AdamW (image), RMSprop + decoupled weight decay (neural), per-tower clipping, in numpy."""
+    """AdamW (image), RMSprop + decoupled weight decay (neural), per-tower clipping, in numpy.
+
+    The neural tower follows PyTorch's RMSprop: nu = a nu + (1 - a) g^2, the normalized step
+    g / (sqrt(nu) + eps) (or g / sqrt(nu + eps) with eps_in_sqrt), a momentum buffer
+    b = m b + step before the learning rate, then the decoupled weight decay:
+    p -= lr (b + wd p). Returns the update of every step: [{tower: (n,) float64}].
+    """
     schedules = train.make_schedules(config, steps_per_epoch)
     im, ne = config.optim.image, config.optim.neural
     p = {k: v.astype(np.float64) for k, v in params.items()}
     m = {k: 0.0 for k in p}
     v = {k: 0.0 for k in p}
+    buffer = 0.0
+    steps = []
     for t, grads in enumerate(grads_seq, start=1):
         g = {}
         for k, clip in (("image_tower", im.clip_norm), ("neural_tower", ne.clip_norm)):
@@ -315,32 +323,52 @@ def _numpy_two_towers(config, params, grads_seq, steps_per_epoch):
         v["image_tower"] = im.b2 * v["image_tower"] + (1 - im.b2) * g["image_tower"] ** 2
         m_hat = m["image_tower"] / (1 - im.b1**t)
         v_hat = v["image_tower"] / (1 - im.b2**t)
-        p["image_tower"] = p["image_tower"] - lr * (
+        update = {}
+        update["image_tower"] = -lr * (
             m_hat / (np.sqrt(v_hat) + im.eps) + im.weight_decay * p["image_tower"]
         )
         lr = float(schedules["neural"](t - 1, np))
         v["neural_tower"] = ne.decay * v["neural_tower"] + (1 - ne.decay) * g["neural_tower"] ** 2
-        p["neural_tower"] = p["neural_tower"] - lr * (
-            g["neural_tower"] / (np.sqrt(v["neural_tower"]) + ne.eps)
-            + ne.weight_decay * p["neural_tower"]
-        )
-    return p
+        if ne.eps_in_sqrt:
+            step = g["neural_tower"] / np.sqrt(v["neural_tower"] + ne.eps)
+        else:
+            step = g["neural_tower"] / (np.sqrt(v["neural_tower"]) + ne.eps)
+        buffer = ne.momentum * buffer + step
+        update["neural_tower"] = -lr * (buffer + ne.weight_decay * p["neural_tower"])
+        p = {k: p[k] + update[k] for k in p}
+        steps.append(update)
+    return steps
 
 
-def test_optimizer_is_adamw_on_images_and_rmsprop_on_neurons(tiny_config):
+@pytest.mark.parametrize("eps_in_sqrt", [False, True], ids=["eps_outside", "eps_in_sqrt"])
+@pytest.mark.parametrize("momentum", [0.0, 0.7], ids=["plain", "momentum"])
+def test_optimizer_is_adamw_on_images_and_rmsprop_on_neurons(tiny_config, eps_in_sqrt, momentum):
     config = tiny_config.copy_and_resolve_references()
     config.optim.image.weight_decay = 0.3
     config.optim.neural.weight_decay = 0.2
     config.optim.neural.weight_decay_on = "all"  # the flat test arrays are not named "kernel"
     config.optim.image.clip_norm = 1.0
     config.optim.neural.clip_norm = 0.5
+    # Large epsilons: with nu = 0.1 g^2 after the first step, eps = 0.1 inside or outside the
+    # square root (or AdamW's eps inside) gives clearly different updates.
+    config.optim.image.eps = 0.1
+    config.optim.neural.eps = 0.1
+    config.optim.neural.eps_in_sqrt = eps_in_sqrt
+    config.optim.neural.momentum = momentum
+    config.optim.neural.decay = 0.9
+    # Learning rates large enough that the updates are not lost in the parameters' rounding;
+    # the updates themselves are compared, step by step.
+    config.optim.image.learning_rate = 0.05
+    config.optim.neural.learning_rate = 0.05
     rng = np.random.default_rng(0)
     params = {
         "image_tower": rng.normal(size=5).astype(np.float32),
         "neural_tower": rng.normal(size=7).astype(np.float32),
     }
-    # Gradients large enough that clipping acts on some steps and not on others.
-    scales = [3.0, 0.05, 1.0]
+    # Gradients large enough that clipping acts on some steps and not on others; five steps
+    # span the warmup and the cosine (and its end), so the learning rate changes from step to step
+    # (momentum accumulated before or after the learning rate differ).
+    scales = [3.0, 0.05, 1.0, 0.2, 2.0]
     grads_seq = [
         {k: (s * rng.normal(size=v.shape)).astype(np.float32) for k, v in params.items()}
         for s in scales
@@ -348,12 +376,14 @@ def test_optimizer_is_adamw_on_images_and_rmsprop_on_neurons(tiny_config):
     tx = train.make_optimizer(config, params, steps_per_epoch=2)
     state = tx.init(params)
     current = params
-    for grads in grads_seq:
+    expected = _numpy_two_towers(config, params, grads_seq, steps_per_epoch=2)
+    for t, grads in enumerate(grads_seq):
         updates, state = tx.update(grads, state, current)
         current = optax.apply_updates(current, updates)
-    expected = _numpy_two_towers(config, params, grads_seq, steps_per_epoch=2)
-    for key in params:
-        np.testing.assert_allclose(current[key], expected[key], rtol=2e-6, atol=1e-9)
+        for key in params:
+            np.testing.assert_allclose(
+                updates[key], expected[t][key], rtol=1e-4, atol=1e-8, err_msg=f"{key}, step {t}"
+            )
 
 
 def test_parameter_ema_follows_its_recursion_and_is_what_best_stores():
