@@ -265,6 +265,99 @@ def test_upsample_equals_jax_image_resize():
     np.testing.assert_allclose(upsample_linear(x, (32, 128)), expected, atol=ATOL)
 
 
+# Parameters of each dual-stream block that only one stream reads (image_tower.DualStreamBlock):
+# masking the other stream must make them irrelevant. Co-attention needs both streams.
+CO_ATTENTION = tuple(f"co_{s}_{p}" for s in ("local", "global") for p in ("norm", "qkv", "proj"))
+STREAM_ONLY = {
+    "global": ("global_norm", "global_qkv", "global_proj") + CO_ATTENTION,
+    "local": ("local_norm", "local_conv") + CO_ATTENTION,
+}
+
+
+def _blocks(image_params):
+    names = [name for name in image_params if "_block" in name]
+    assert names == ["stage1_block1", "stage2_block1"], names  # configs/tiny.py: depths (1, 1)
+    return names
+
+
+def _edit_blocks(params, edit):
+    """Copy of the dual-tower params with edit(block_params) applied to every image block."""
+    image = dict(params["image_tower"])
+    for name in _blocks(image):
+        image[name] = edit(jax.tree.map(np.asarray, dict(image[name])))
+    return {**params, "image_tower": image}
+
+
+@pytest.mark.parametrize("kept,dropped", [("local", "global"), ("global", "local")])
+def test_masked_pathway_ignores_the_parameters_of_the_dropped_stream(tiny_dina, kept, dropped):
+    model, params = tiny_dina
+    images = _images(12, 2)
+    rng = _rng(13)
+
+    def perturb(block):
+        for name in STREAM_ONLY[dropped]:
+            block[name] = jax.tree.map(lambda x: x + rng.normal(size=x.shape), block[name])
+        return block
+
+    perturbed = _edit_blocks(params, perturb)
+
+    @jax.jit
+    def encode(p, q, x):
+        masked = [
+            model.apply({"params": v}, x, pathways=(kept,), method="encode_images") for v in (p, q)
+        ]
+        full = [model.apply({"params": v}, x, method="encode_images") for v in (p, q)]
+        return masked, full
+
+    (masked, masked_perturbed), (full, full_perturbed) = encode(params, perturbed, images)
+    np.testing.assert_array_equal(masked_perturbed, masked)
+    # The perturbation is not a no-op: the full model reads those parameters.
+    assert np.abs(np.asarray(full_perturbed) - np.asarray(full)).max() > 1e-2
+
+
+@pytest.mark.parametrize("kept", ["local", "global"])
+def test_masked_pathway_equals_full_model_with_zeroed_fusion_half(tiny_dina, kept):
+    """Masking a stream = zeroing its rows of the 1 x 1 fuse kernel and the co-attention it feeds
+    into the kept stream, in every block (the module docstring's definition of masking)."""
+    model, params = tiny_dina
+    images = _images(14, 2)
+    # Random biases too, so that a dropped bias cannot hide behind its zero initialization.
+    rng = _rng(15)
+    params = _edit_blocks(
+        params,
+        lambda block: {
+            name: {
+                k: v + 0.1 * rng.normal(size=v.shape) if k == "bias" else v for k, v in p.items()
+            }
+            for name, p in block.items()
+        },
+    )
+
+    def zero(block):
+        half = block["fuse"]["kernel"].shape[0] // 2
+        kernel = block["fuse"]["kernel"].copy()
+        # The fuse input is concat(local, global): rows [:half] read local, [half:] global.
+        kernel[half:] = 0.0 if kept == "local" else kernel[half:]
+        kernel[:half] = 0.0 if kept == "global" else kernel[:half]
+        # Co-attention adds nothing to the kept stream: zero the projection that feeds it.
+        feeds_kept = f"co_{kept}_proj"
+        return {
+            **block,
+            "fuse": {**block["fuse"], "kernel": kernel},
+            feeds_kept: jax.tree.map(np.zeros_like, block[feeds_kept]),
+        }
+
+    zeroed = _edit_blocks(params, zero)
+
+    @jax.jit
+    def encode(p, q, x):
+        masked = model.apply({"params": p}, x, pathways=(kept,), method="encode_images")
+        return masked, model.apply({"params": q}, x, method="encode_images")
+
+    masked, full_zeroed = encode(params, zeroed, images)
+    np.testing.assert_allclose(masked, full_zeroed, atol=ATOL, rtol=1e-5)
+
+
 # -------------------------------------------------------------------------------- neural tower
 
 
