@@ -82,7 +82,7 @@ def test_every_model_builds_and_maps_to_16_by_64(tiny_config, name):
 def test_unknown_model_name_raises():
     config = get_base_config()
     config.model.name = "resnet"
-    with pytest.raises(ValueError, match="resnet"):
+    with pytest.raises(ValueError, match="unknown config.model.name 'resnet'"):
         build_model(config, 10)
 
 
@@ -242,7 +242,7 @@ def test_baselines_refuse_pathway_masking(tiny_config):
     variables = jax.eval_shape(
         model.init, jax.random.PRNGKey(0), images, jax.ShapeDtypeStruct((1, N_TINY), jnp.float32)
     )
-    with pytest.raises(ValueError, match="DS-Net"):
+    with pytest.raises(ValueError, match="pathway masking applies to the DS-Net image tower only"):
         jax.eval_shape(
             lambda v, x: model.apply(v, x, pathways=("local",), method="encode_images"),
             variables,
@@ -732,10 +732,12 @@ def test_pretrained_weights_errors_are_one_line(tiny_dina, tmp_path):
         load_pretrained(params, missing)
     wrong_shape = str(tmp_path / "wrong_shape.npz")
     np.savez(wrong_shape, **{"stem/kernel": np.zeros((5, 5, 1, 1), np.float32)})
-    with pytest.raises(DataError, match="shape") as error:
+    with pytest.raises(
+        DataError, match=r"'stem/kernel' has shape \(5, 5, 1, 1\), the model expects"
+    ) as error:
         load_pretrained(params, wrong_shape)
     assert str(error.value).startswith(wrong_shape) and "\n" not in str(error.value)
     unknown = str(tmp_path / "unknown.npz")
     np.savez(unknown, **{"conv1_1/kernel": np.zeros((3, 3, 1, 64), np.float32)})
-    with pytest.raises(DataError, match="conv1_1/kernel"):
+    with pytest.raises(DataError, match="parameter 'conv1_1/kernel' does not exist"):
         load_pretrained(params, unknown)
