@@ -340,8 +340,7 @@ def test_masked_pathway_equals_full_model_with_zeroed_fusion_half(tiny_dina, kep
         half = block["fuse"]["kernel"].shape[0] // 2
         kernel = block["fuse"]["kernel"].copy()
         # The fuse input is concat(local, global): rows [:half] read local, [half:] global.
-        kernel[half:] = 0.0 if kept == "local" else kernel[half:]
-        kernel[:half] = 0.0 if kept == "global" else kernel[:half]
+        kernel[slice(half, None) if kept == "local" else slice(None, half)] = 0.0
         # Co-attention adds nothing to the kept stream: zero the projection that feeds it.
         feeds_kept = f"co_{kept}_proj"
         return {
