@@ -98,5 +98,5 @@ def test_ground_truth_overlap_chance_level():
 
 
 def test_bad_fractions_raise():
-    with pytest.raises(ValueError, match="fractions"):
+    with pytest.raises(ValueError, match=r"fractions must lie in \(0, 1\], got \[0.0, 0.5\]"):
         ablation.subset_sizes(10, [0.0, 0.5])

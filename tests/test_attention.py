@@ -121,20 +121,57 @@ def test_vmap_over_key_masks_equals_a_loop(impl):
         np.testing.assert_allclose(batched[index], single(masks[index]), atol=ATOL)
 
 
+def test_unknown_and_explicit_implementations_resolve_on_any_backend():
+    for name in ("materialized", "blockwise", "cudnn"):
+        assert attention.resolve_implementation(name, dtype=jnp.float32, head_dim=32) == name
+    with pytest.raises(ValueError, match="unknown attention implementation 'flash'"):
+        attention.resolve_implementation("flash", dtype=jnp.float32, head_dim=32)
+    # float32 never qualifies for cuDNN: "auto" falls back to blockwise everywhere.
+    assert attention.resolve_implementation("auto", dtype=jnp.float32, head_dim=32) == "blockwise"
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="asserts the CPU fallback of 'auto'")
 def test_auto_picks_blockwise_on_cpu_and_cudnn_is_guarded():
-    assert jax.default_backend() == "cpu"
     for dtype in (jnp.float32, jnp.bfloat16):
         assert attention.resolve_implementation("auto", dtype=dtype, head_dim=32) == "blockwise"
-    assert attention.resolve_implementation("materialized", dtype=jnp.float32, head_dim=32) == (
-        "materialized"
-    )
-    with pytest.raises(ValueError, match="unknown attention implementation"):
-        attention.resolve_implementation("flash", dtype=jnp.float32, head_dim=32)
     q, k, v = _qkv(0, 1, 8, 8, 1, 4)
-    with pytest.raises(ValueError, match="cudnn"):
+    with pytest.raises(ValueError, match="'cudnn' needs a GPU backend.*got backend 'cpu'"):
         attention.dot_product_attention(q, k, v, implementation="cudnn")
     auto = attention.dot_product_attention(q, k, v, implementation="auto")
     np.testing.assert_allclose(auto, attention.dot_product_attention(q, k, v), atol=ATOL)
+
+
+@pytest.mark.skipif(jax.default_backend() != "gpu", reason="cuDNN flash attention needs a GPU")
+@pytest.mark.parametrize("masked", [False, True], ids=["nomask", "mask"])
+def test_cudnn_agrees_with_blockwise_in_bfloat16_on_gpu(masked):
+    batch, n, dim = 2, 1000, 32
+    q, k, v = (x.astype(jnp.bfloat16) for x in _qkv(12, batch, n, n, 1, dim))
+    mask = None
+    if masked:
+        mask = _bernoulli(13, 0.6, (batch, n)).at[:, 0].set(True)
+    assert attention.resolve_implementation("auto", dtype=jnp.bfloat16, head_dim=dim) == "cudnn"
+
+    @jax.jit
+    def both(q, k, v, mask):
+        return tuple(
+            attention.dot_product_attention(q, k, v, key_mask=mask, implementation=impl)
+            for impl in ("cudnn", "blockwise", "auto")
+        )
+
+    cudnn, blockwise, auto = both(q, k, v, mask)
+    assert cudnn.dtype == blockwise.dtype == jnp.bfloat16 and cudnn.shape == (batch, n, 1, dim)
+    cudnn, blockwise = np.asarray(cudnn, np.float32), np.asarray(blockwise, np.float32)
+    np.testing.assert_array_equal(np.asarray(auto, np.float32), cudnn)
+    # Both against the float64 oracle of the bfloat16 inputs, and against each other; outputs are
+    # O(0.1) averages of ~600-1000 values, bfloat16 keeps ~3 significant digits.
+    keep = np.ones((batch, n), bool) if mask is None else np.asarray(mask)
+    exact = _numpy_attention(q, k, v, keep, 1.0 / np.sqrt(dim))
+    np.testing.assert_allclose(cudnn, exact, atol=2e-2)
+    np.testing.assert_allclose(blockwise, exact, atol=2e-2)
+    np.testing.assert_allclose(cudnn, blockwise, atol=2e-2)
+    if masked:  # the mask matters at this tolerance
+        unmasked = _numpy_attention(q, k, v, np.ones((batch, n), bool), 1.0 / np.sqrt(dim))
+        assert np.abs(unmasked - exact).max() > 0.1
 
 
 def test_cudnn_key_mask_folding_is_exact():

@@ -1,6 +1,6 @@
-"""Evaluation (``dina_jax.evaluation``): retrieval against brute-force numpy, SSIM against
-scikit-image, the linear baseline on a planted linear map, LPIPS plumbing, and an end-to-end
-``evaluate`` on a tiny trained run."""
+"""Evaluation: retrieval against brute-force numpy, SSIM against scikit-image, the linear baseline
+on a planted linear map, LPIPS plumbing and a float64 NumPy LPIPS, and an end-to-end ``evaluate`` on
+a tiny trained run."""
 
 import json
 import math
@@ -242,6 +242,100 @@ def test_lpips_is_zero_on_identical_maps_and_grows_with_difference(tmp_path):
     distant = lpips.map_lpips(z_img, far, str(path), resize_hw=(64, 256))
     assert same["status"] == "computed" and same["mean"] == pytest.approx(0.0, abs=1e-6)
     assert 0.0 < close["mean"] < distant["mean"]
+
+
+def _np_bilinear_matrix(n_in, n_out):
+    """(n_out, n_in) 1-D linear interpolation for upsampling: half-pixel centres, edge-clamped."""
+    weights = np.zeros((n_out, n_in))
+    for i in range(n_out):
+        centre = min(max((i + 0.5) * n_in / n_out - 0.5, 0.0), n_in - 1.0)
+        low = int(np.floor(centre))
+        high = min(low + 1, n_in - 1)
+        weights[i, low] += 1.0 - (centre - low)
+        weights[i, high] += centre - low
+    return weights
+
+
+def _np_conv2d(x, weight, bias, stride, padding):
+    """PyTorch Conv2d (cross-correlation) by explicit patches: (C, H, W) -> (O, h, w), float64."""
+    out_c, _, kh, kw = weight.shape
+    x = np.pad(x, ((0, 0), (padding, padding), (padding, padding)))
+    h = (x.shape[1] - kh) // stride + 1
+    w = (x.shape[2] - kw) // stride + 1
+    out = np.empty((out_c, h, w))
+    for i in range(h):
+        for j in range(w):
+            patch = x[:, i * stride : i * stride + kh, j * stride : j * stride + kw]
+            out[:, i, j] = np.tensordot(weight, patch, axes=3) + bias
+    return out
+
+
+def _np_max_pool(x, size=3, stride=2):
+    """PyTorch MaxPool2d(3, stride=2), no padding: (C, H, W) -> (C, h, w)."""
+    h = (x.shape[1] - size) // stride + 1
+    w = (x.shape[2] - size) // stride + 1
+    out = np.empty((x.shape[0], h, w))
+    for i in range(h):
+        for j in range(w):
+            out[:, i, j] = x[:, i * stride : i * stride + size, j * stride : j * stride + size].max(
+                axis=(1, 2)
+            )
+    return out
+
+
+def _np_lpips(weights, map0, map1, resize_hw):
+    """LPIPS (alex, v0.1) of two (H, W) maps in float64, from Zhang et al. 2018 and torchvision's
+    AlexNet: min-max to [0, 1], to [-1, 1], bilinear resize, 3 channels, scaling layer, the five
+    conv + ReLU taps (max-pool 3 / 2 before conv2 and conv3), channel unit-normalization
+    (+1e-10), lin weights, spatial mean, sum over layers."""
+    w = {k: np.asarray(v, np.float64) for k, v in weights.items()}
+    shift = np.array([-0.030, -0.088, -0.188])[:, None, None]
+    scale = np.array([0.458, 0.448, 0.450])[:, None, None]
+    layers = [  # name, stride, padding, max-pool before
+        ("conv1", 4, 2, False),
+        ("conv2", 1, 2, True),
+        ("conv3", 1, 1, True),
+        ("conv4", 1, 1, False),
+        ("conv5", 1, 1, False),
+    ]
+
+    def taps(m):
+        m = np.asarray(m, np.float64)
+        m = 2.0 * (m - m.min()) / (m.max() - m.min()) - 1.0
+        rows = _np_bilinear_matrix(m.shape[0], resize_hw[0])
+        cols = _np_bilinear_matrix(m.shape[1], resize_hw[1])
+        x = (np.repeat((rows @ m @ cols.T)[None], 3, axis=0) - shift) / scale
+        out = []
+        for name, stride, padding, pool in layers:
+            if pool:
+                x = _np_max_pool(x)
+            x = np.maximum(
+                _np_conv2d(x, w[f"{name}_weight"], w[f"{name}_bias"], stride, padding), 0.0
+            )
+            out.append(x)
+        return out
+
+    total = 0.0
+    for j, (a, b) in enumerate(zip(taps(map0), taps(map1), strict=True)):
+        a = a / (np.sqrt((a**2).sum(axis=0, keepdims=True)) + 1e-10)
+        b = b / (np.sqrt((b**2).sum(axis=0, keepdims=True)) + 1e-10)
+        lin = w[f"lin{j}_weight"][0, :, 0, 0]
+        total += np.einsum("chw,c->hw", (a - b) ** 2, lin).mean()
+    return total
+
+
+def test_lpips_distance_matches_a_numpy_reference(tmp_path):
+    weights = lpips.load_lpips_weights(_random_lpips_weights(tmp_path / "w.npz", seed=3))
+    rng = np.random.default_rng(11)
+    maps0 = rng.standard_normal((2, 8, 12)).astype(np.float32)
+    maps1 = (maps0 + rng.standard_normal((2, 8, 12))).astype(np.float32)
+    # 35 x 47 -> conv1 8 x 11 -> pool 3 x 5 -> pool 1 x 2: every layer has more than one output
+    # in some direction, and the resize upsamples both axes (no antialiasing involved).
+    resize_hw = (35, 47)
+    got = np.asarray(lpips.lpips_distance(weights, maps0, maps1, resize_hw=resize_hw))
+    expected = [_np_lpips(weights, a, b, resize_hw) for a, b in zip(maps0, maps1, strict=True)]
+    assert got.shape == (2,) and min(expected) > 0.05
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
 
 
 # -------------------------------------------------------------------------------- end to end

@@ -1,11 +1,13 @@
-"""Models: shapes, parameter counts at the paper's sizes, the neural tower against a NumPy oracle,
-neuron masks as neuron deletion, pathway masking, pretrained-weight I/O."""
+"""Models: shapes, parameter counts at the paper's sizes, the neural tower, one DS-Net block and the
+VGG / ViT encoders against float64 NumPy oracles, neuron masks as neuron deletion, pathway masking
+as zeroed fusion halves, pretrained-weight I/O."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
+from scipy import ndimage
 
 from dina_jax.config import get_base_config, load_config
 from dina_jax.data.stringer import DataError
@@ -17,7 +19,8 @@ from dina_jax.models import (
     load_pretrained,
     save_pretrained,
 )
-from dina_jax.models.image_tower import DepthwiseConv, upsample_linear
+from dina_jax.models.baselines import VGG16Encoder, ViTEncoder
+from dina_jax.models.image_tower import DepthwiseConv, DualStreamBlock, upsample_linear
 
 N_TINY = 12
 ATOL = 1e-5
@@ -79,7 +82,7 @@ def test_every_model_builds_and_maps_to_16_by_64(tiny_config, name):
 def test_unknown_model_name_raises():
     config = get_base_config()
     config.model.name = "resnet"
-    with pytest.raises(ValueError, match="resnet"):
+    with pytest.raises(ValueError, match="unknown config.model.name 'resnet'"):
         build_model(config, 10)
 
 
@@ -237,7 +240,7 @@ def test_baselines_refuse_pathway_masking(tiny_config):
     variables = jax.eval_shape(
         model.init, jax.random.PRNGKey(0), images, jax.ShapeDtypeStruct((1, N_TINY), jnp.float32)
     )
-    with pytest.raises(ValueError, match="DS-Net"):
+    with pytest.raises(ValueError, match="pathway masking applies to the DS-Net image tower only"):
         jax.eval_shape(
             lambda v, x: model.apply(v, x, pathways=("local",), method="encode_images"),
             variables,
@@ -261,6 +264,302 @@ def test_upsample_equals_jax_image_resize():
     x = jnp.asarray(_rng(6).standard_normal((2, 4, 16, 3)), jnp.float32)
     expected = jax.image.resize(x, (2, 32, 128, 3), method="linear")
     np.testing.assert_allclose(upsample_linear(x, (32, 128)), expected, atol=ATOL)
+
+
+# Parameters of each dual-stream block that only one stream reads (image_tower.DualStreamBlock):
+# masking the other stream must make them irrelevant. Co-attention needs both streams.
+CO_ATTENTION = tuple(f"co_{s}_{p}" for s in ("local", "global") for p in ("norm", "qkv", "proj"))
+STREAM_ONLY = {
+    "global": ("global_norm", "global_qkv", "global_proj") + CO_ATTENTION,
+    "local": ("local_norm", "local_conv") + CO_ATTENTION,
+}
+
+
+def _blocks(image_params):
+    names = [name for name in image_params if "_block" in name]
+    assert names == ["stage1_block1", "stage2_block1"], names  # configs/tiny.py: depths (1, 1)
+    return names
+
+
+def _edit_blocks(params, edit):
+    """Copy of the dual-tower params with edit(block_params) applied to every image block."""
+    image = dict(params["image_tower"])
+    for name in _blocks(image):
+        image[name] = edit(jax.tree.map(np.asarray, dict(image[name])))
+    return {**params, "image_tower": image}
+
+
+@pytest.mark.parametrize("kept,dropped", [("local", "global"), ("global", "local")])
+def test_masked_pathway_ignores_the_parameters_of_the_dropped_stream(tiny_dina, kept, dropped):
+    model, params = tiny_dina
+    images = _images(12, 2)
+    rng = _rng(13)
+
+    def perturb(block):
+        for name in STREAM_ONLY[dropped]:
+            block[name] = jax.tree.map(lambda x: x + rng.normal(size=x.shape), block[name])
+        return block
+
+    perturbed = _edit_blocks(params, perturb)
+
+    @jax.jit
+    def encode(p, q, x):
+        masked = [
+            model.apply({"params": v}, x, pathways=(kept,), method="encode_images") for v in (p, q)
+        ]
+        full = [model.apply({"params": v}, x, method="encode_images") for v in (p, q)]
+        return masked, full
+
+    (masked, masked_perturbed), (full, full_perturbed) = encode(params, perturbed, images)
+    np.testing.assert_array_equal(masked_perturbed, masked)
+    # The perturbation is not a no-op: the full model reads those parameters.
+    assert np.abs(np.asarray(full_perturbed) - np.asarray(full)).max() > 1e-2
+
+
+@pytest.mark.parametrize("kept", ["local", "global"])
+def test_masked_pathway_equals_full_model_with_zeroed_fusion_half(tiny_dina, kept):
+    """Masking a stream = zeroing its rows of the 1 x 1 fuse kernel and the co-attention it feeds
+    into the kept stream, in every block (the module docstring's definition of masking)."""
+    model, params = tiny_dina
+    images = _images(14, 2)
+    # Random biases too, so that a dropped bias cannot hide behind its zero initialization.
+    rng = _rng(15)
+    params = _edit_blocks(
+        params,
+        lambda block: {
+            name: {
+                k: v + 0.1 * rng.normal(size=v.shape) if k == "bias" else v for k, v in p.items()
+            }
+            for name, p in block.items()
+        },
+    )
+
+    def zero(block):
+        half = block["fuse"]["kernel"].shape[0] // 2
+        kernel = block["fuse"]["kernel"].copy()
+        # The fuse input is concat(local, global): rows [:half] read local, [half:] global.
+        kernel[slice(half, None) if kept == "local" else slice(None, half)] = 0.0
+        # Co-attention adds nothing to the kept stream: zero the projection that feeds it.
+        feeds_kept = f"co_{kept}_proj"
+        return {
+            **block,
+            "fuse": {**block["fuse"], "kernel": kernel},
+            feeds_kept: jax.tree.map(np.zeros_like, block[feeds_kept]),
+        }
+
+    zeroed = _edit_blocks(params, zero)
+
+    @jax.jit
+    def encode(p, q, x):
+        masked = model.apply({"params": p}, x, pathways=(kept,), method="encode_images")
+        return masked, model.apply({"params": q}, x, method="encode_images")
+
+    masked, full_zeroed = encode(params, zeroed, images)
+    np.testing.assert_allclose(masked, full_zeroed, atol=ATOL, rtol=1e-5)
+
+
+# ------------------------------------------------------- float64 NumPy references of the towers
+def _np_layer_norm(x, p, eps=1e-6):
+    """flax.linen.LayerNorm (epsilon 1e-6) over the last axis."""
+    mean = x.mean(-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps) * p["scale"] + p["bias"]
+
+
+def _np_dense(x, p):
+    return x @ p["kernel"] + p["bias"]
+
+
+def _np_depthwise(x, p):
+    """k x k depth-wise cross-correlation, zero padding, per channel with scipy.ndimage."""
+    kernel = p["kernel"][:, :, 0, :]  # (k, k, C)
+    out = np.empty_like(x)
+    for b in range(x.shape[0]):
+        for c in range(x.shape[-1]):
+            out[b, :, :, c] = ndimage.correlate(x[b, :, :, c], kernel[:, :, c], mode="constant")
+    return out + p["bias"]
+
+
+def _np_attention(q, k, v, heads):
+    """Multi-head softmax(q k^T / sqrt(d)) v; (B, Tq, C), (B, Tk, C), (B, Tk, C) -> (B, Tq, C);
+    head h reads channels [h d, (h + 1) d)."""
+    d = q.shape[-1] // heads
+    out = np.empty(q.shape)
+    for h in range(heads):
+        cols = slice(h * d, (h + 1) * d)
+        logits = q[..., cols] @ np.swapaxes(k[..., cols], 1, 2) / np.sqrt(d)
+        probs = np.exp(logits - logits.max(-1, keepdims=True))
+        probs /= probs.sum(-1, keepdims=True)
+        out[..., cols] = probs @ v[..., cols]
+    return out
+
+
+def _np_gelu_tanh(x):
+    """flax.linen.gelu's default (approximate=True): the tanh form."""
+    return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
+
+
+def _np_bilinear_up(n_in, n_out):
+    """(n_out, n_in) 1-D linear interpolation, half-pixel centres, clamped at the edges."""
+    weights = np.zeros((n_out, n_in))
+    for i in range(n_out):
+        centre = min(max((i + 0.5) * n_in / n_out - 0.5, 0.0), n_in - 1.0)
+        low = int(np.floor(centre))
+        high = min(low + 1, n_in - 1)
+        weights[i, low] += 1.0 - (centre - low)
+        weights[i, high] += centre - low
+    return weights
+
+
+def _np_dual_stream_block(p, x, heads, pool, use_local=True, use_global=True):
+    """One DS-Net dual-stream block in float64, from the image_tower module docstring."""
+    batch, height, width, channels = x.shape
+    half = channels // 2
+    x = x + _np_depthwise(x, p["position"])  # conditional position encoding
+    y = _np_dense(_np_layer_norm(x, p["norm1"]), p["split_proj"])
+    f_l, f_g = y[..., :half], y[..., half:]
+    if use_local:  # Eq. 1
+        f_l = f_l + _np_depthwise(_np_layer_norm(f_l, p["local_norm"]), p["local_conv"])
+    local = f_l.reshape(batch, height * width, half)
+    if use_global:  # Eq. 2-3 on the average-pooled grid
+        gh, gw = height // pool, width // pool
+        g = f_g.reshape(batch, gh, pool, gw, pool, half).mean(axis=(2, 4))
+        g = g.reshape(batch, gh * gw, half)
+        q, k, v = np.split(_np_dense(_np_layer_norm(g, p["global_norm"]), p["global_qkv"]), 3, -1)
+        g = g + _np_dense(_np_attention(q, k, v, heads), p["global_proj"])
+    if use_local and use_global:  # co-attention, each stream with its own q/k/v
+        lq, lk, lv = np.split(
+            _np_dense(_np_layer_norm(local, p["co_local_norm"]), p["co_local_qkv"]), 3, -1
+        )
+        gq, gk, gv = np.split(
+            _np_dense(_np_layer_norm(g, p["co_global_norm"]), p["co_global_qkv"]), 3, -1
+        )
+        a_l = local + _np_dense(_np_attention(lq, gk, gv, heads), p["co_local_proj"])
+        a_g = g + _np_dense(_np_attention(gq, lk, lv, heads), p["co_global_proj"])
+        local, g = a_l, a_g
+    zeros = np.zeros((batch, height, width, half))
+    local_out = local.reshape(batch, height, width, half) if use_local else zeros
+    if use_global:
+        rows, cols = _np_bilinear_up(gh, height), _np_bilinear_up(gw, width)
+        global_out = np.einsum("Hh,Ww,bhwc->bHWc", rows, cols, g.reshape(batch, gh, gw, half))
+    else:
+        global_out = zeros
+    x = x + _np_dense(np.concatenate([local_out, global_out], -1), p["fuse"])
+    hidden = _np_gelu_tanh(_np_dense(_np_layer_norm(x, p["norm2"]), p["mlp_in"]))
+    return x + _np_dense(hidden, p["mlp_out"])
+
+
+def _randomized(params, seed, scale=0.3):
+    """Every leaf replaced by N(0, scale^2) (LayerNorm scales 1 + noise): no zero biases or unit
+    norms for a wrong formula to hide behind."""
+    rng = _rng(seed)
+
+    def draw(path, x):
+        noise = scale * rng.standard_normal(x.shape)
+        return (1.0 + noise if path[-1].key == "scale" else noise).astype(np.float32)
+
+    return jax.tree_util.tree_map_with_path(draw, params)
+
+
+@pytest.mark.parametrize(
+    "pathways", [("local", "global"), ("local",), ("global",)], ids=lambda p: "+".join(p)
+)
+def test_dual_stream_block_matches_numpy_reference(pathways):
+    batch, size, channels, heads, pool = 2, 8, 8, 2, 4
+    block = DualStreamBlock(
+        dim=channels, num_heads=heads, global_pool=pool, mlp_ratio=2, attention="materialized"
+    )
+    x = _rng(16).standard_normal((batch, size, size, channels)).astype(np.float32)
+    params = _randomized(block.init(jax.random.PRNGKey(6), x)["params"], 17)
+    use_local, use_global = "local" in pathways, "global" in pathways
+    out = jax.jit(
+        lambda p, x: block.apply({"params": p}, x, use_local=use_local, use_global=use_global)
+    )(params, x)
+    p64 = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+    expected = _np_dual_stream_block(p64, x.astype(np.float64), heads, pool, use_local, use_global)
+    assert out.shape == expected.shape == x.shape
+    np.testing.assert_allclose(out, expected, atol=1e-4, rtol=1e-4)
+
+
+def _np_conv_same(x, p):
+    """k x k cross-correlation, stride 1, zero "SAME" padding: (B, H, W, I) -> (B, H, W, O)."""
+    kernel = p["kernel"]  # (kh, kw, I, O)
+    kh, kw = kernel.shape[:2]
+    padded = np.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+    out = np.zeros(x.shape[:3] + (kernel.shape[-1],))
+    for b in range(x.shape[0]):
+        for i in range(x.shape[1]):
+            for j in range(x.shape[2]):
+                patch = padded[b, i : i + kh, j : j + kw, :]  # (kh, kw, I)
+                out[b, i, j] = np.tensordot(patch, kernel, axes=3)
+    return out + p["bias"]
+
+
+def test_vgg16_encoder_matches_numpy_forward():
+    # The input is already at resize_hw, where the model's antialiased resize is the identity.
+    encoder = VGG16Encoder(
+        image_mean=0.3,
+        image_std=0.5,
+        resize_hw=(8, 16),
+        widths=(3, 4, 5),
+        depths=(1, 2, 1),
+        pooled_blocks=2,
+        head_hidden=4,
+    )
+    images = _rng(18).uniform(0.0, 1.0, (2, 8, 16)).astype(np.float32)
+    params = _randomized(encoder.init(jax.random.PRNGKey(7), images)["params"], 19, scale=0.5)
+    out = jax.jit(lambda p, x: encoder.apply({"params": p}, x))(params, images)
+
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+    x = ((images.astype(np.float64) - 0.3) / 0.5)[..., None]
+    for name in ("conv1_1", "pool", "conv2_1", "conv2_2", "pool", "conv3_1"):
+        if name == "pool":  # 2 x 2 max-pool, stride 2
+            b, h, w, c = x.shape
+            x = x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+        else:
+            x = np.maximum(_np_conv_same(x, p[name]), 0.0)
+    x = np.maximum(_np_dense(x, p["head_hidden"]), 0.0)
+    expected = _np_dense(x, p["head_out"])[..., 0]
+    assert out.shape == expected.shape == (2, 2, 4)
+    np.testing.assert_allclose(out, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_vit_encoder_matches_numpy_forward():
+    dim, heads, patch = 8, 2, (2, 4)
+    encoder = ViTEncoder(
+        image_mean=0.3,
+        image_std=0.5,
+        resize_hw=(4, 16),
+        patch=patch,
+        dim=dim,
+        depth=2,
+        num_heads=heads,
+        mlp_ratio=2,
+        head_hidden=4,
+        attention="materialized",
+    )
+    images = _rng(20).uniform(0.0, 1.0, (2, 4, 16)).astype(np.float32)
+    params = _randomized(encoder.init(jax.random.PRNGKey(8), images)["params"], 21)
+    out = jax.jit(lambda p, x: encoder.apply({"params": p}, x))(params, images)
+
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+    x = (images.astype(np.float64) - 0.3) / 0.5  # (B, 4, 16): at resize_hw already
+    batch, gh, gw = 2, 4 // patch[0], 16 // patch[1]
+    # Non-overlapping patches, row-major over the grid, each flattened as (row, col, channel).
+    patches = x.reshape(batch, gh, patch[0], gw, patch[1]).transpose(0, 1, 3, 2, 4)
+    kernel = p["patch_embed"]["kernel"].reshape(-1, dim)  # (ph, pw, 1, dim) -> (ph pw, dim)
+    tokens = patches.reshape(batch, gh * gw, -1) @ kernel + p["patch_embed"]["bias"]
+    tokens = tokens + p["position_embedding"]
+    for index in (1, 2):
+        b = p[f"block{index}"]
+        q, k, v = np.split(_np_dense(_np_layer_norm(tokens, b["norm1"]), b["qkv"]), 3, -1)
+        tokens = tokens + _np_dense(_np_attention(q, k, v, heads), b["proj"])
+        hidden = _np_gelu_tanh(_np_dense(_np_layer_norm(tokens, b["norm2"]), b["mlp_in"]))
+        tokens = tokens + _np_dense(hidden, b["mlp_out"])
+    hidden = _np_gelu_tanh(_np_dense(_np_layer_norm(tokens, p["norm"]), p["head_hidden"]))
+    expected = _np_dense(hidden, p["head_out"]).reshape(batch, gh, gw)
+    assert out.shape == expected.shape == (2, 2, 4)
+    np.testing.assert_allclose(out, expected, atol=1e-5, rtol=1e-4)
 
 
 # -------------------------------------------------------------------------------- neural tower
@@ -454,10 +753,12 @@ def test_pretrained_weights_errors_are_one_line(tiny_dina, tmp_path):
         load_pretrained(params, missing)
     wrong_shape = str(tmp_path / "wrong_shape.npz")
     np.savez(wrong_shape, **{"stem/kernel": np.zeros((5, 5, 1, 1), np.float32)})
-    with pytest.raises(DataError, match="shape") as error:
+    with pytest.raises(
+        DataError, match=r"'stem/kernel' has shape \(5, 5, 1, 1\), the model expects"
+    ) as error:
         load_pretrained(params, wrong_shape)
     assert str(error.value).startswith(wrong_shape) and "\n" not in str(error.value)
     unknown = str(tmp_path / "unknown.npz")
     np.savez(unknown, **{"conv1_1/kernel": np.zeros((3, 3, 1, 64), np.float32)})
-    with pytest.raises(DataError, match="conv1_1/kernel"):
+    with pytest.raises(DataError, match="parameter 'conv1_1/kernel' does not exist"):
         load_pretrained(params, unknown)

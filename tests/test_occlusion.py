@@ -1,4 +1,5 @@
-"""Gaussian-occlusion RF maps (App. A.1) against a hand-built feature function and a numpy loop."""
+"""Gaussian-occlusion RF maps (App. A.1) against a hand-built feature function and a numpy loop;
+the repeats of a stochastic feature function against the mean of per-key deterministic maps."""
 
 import jax
 import jax.numpy as jnp
@@ -104,8 +105,55 @@ def test_stochastic_feature_fn_averages_repeats(image):
     assert _distance_to_region()[peak] <= 12
 
 
+def _noisy_features(images, key):
+    """region_features plus noise whose level is drawn per call, so the repeats' raw maps have
+    clearly different ranges (normalizing before or after averaging then differs)."""
+    k_scale, k_noise = jax.random.split(key)
+    scale = jax.random.uniform(k_scale, (), minval=0.02, maxval=0.5)
+    return region_features(images) + scale * jax.random.normal(k_noise, (images.shape[0], 16, 64))
+
+
+def test_repeats_average_the_per_key_normalized_maps(image):
+    """App. A.1: the map is the average of the N repeats' maps (each normalized by Eq. 15), min-max
+    normalized again. The oracle rebuilds each repeat as a deterministic map with its key fixed.
+
+    Key use (occlusion._occlusion_map_jit / _perturbation_grid): repeat r gets
+    k_r = split(rng, repeats)[r]; inside a repeat split(k_r, n_chunks + 1) gives [0] to the intact
+    image and [1 + c] to chunk c. One chunk here (batch_size >= centres): [0] and [1].
+    """
+    stride, repeats = 8, 3
+    n_centres = len(range(0, H, stride)) * len(range(0, W, stride))  # 9 x 34 = 306
+    key = jax.random.key(0)
+    rf = np.asarray(
+        occlusion.occlusion_map(
+            _noisy_features, image, stride=stride, repeats=repeats, rng=key, batch_size=n_centres
+        )
+    )
+
+    def fixed(intact_key, chunk_key, images):
+        # Shapes are static: a batch of one is the intact image, the chunk has every centre.
+        return _noisy_features(images, intact_key if images.shape[0] == 1 else chunk_key)
+
+    per_key = []
+    for k in jax.random.split(key, repeats):
+        # A Partial keeps the keys traced: one compilation serves the three repeats.
+        fn = jax.tree_util.Partial(fixed, *jax.random.split(k, 2))
+        per_key.append(
+            np.asarray(occlusion.occlusion_map(fn, image, stride=stride, batch_size=n_centres))
+        )
+    per_key = np.stack(per_key).astype(np.float64)
+    for one in per_key:  # Eq. 15 per repeat
+        assert one.min() == 0.0 and one.max() == pytest.approx(1.0)
+    # The repeats differ (else the test could not tell a single repeat from their average).
+    assert np.abs(per_key[0] - per_key[1]).max() > 0.05
+    mean = per_key.mean(axis=0)
+    expected = (mean - mean.min()) / (mean.max() - mean.min())
+    np.testing.assert_allclose(rf, expected, atol=1e-5)
+    assert np.abs(rf - per_key[0]).max() > 0.02
+
+
 def test_bad_arguments_raise(image):
-    with pytest.raises(ValueError, match="measure"):
+    with pytest.raises(ValueError, match="measure must be one of .* got 'l2'"):
         occlusion.occlusion_map(region_features, image, measure="l2")
-    with pytest.raises(ValueError, match="one"):
+    with pytest.raises(ValueError, match=r"expects one \(H, W\) image, got shape \(1, 68, 270\)"):
         occlusion.occlusion_map(region_features, image[None])

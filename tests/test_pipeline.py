@@ -38,7 +38,7 @@ def test_split_is_a_pure_function_of_rows_and_seed():
 
 
 def test_split_needs_rows():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="cannot split 3 rows .* need at least one row"):
         pipeline.make_split(3, 0)
 
 
@@ -83,7 +83,7 @@ def test_shard():
     sharded = pipeline.shard(x, 4)
     assert sharded.shape == (4, 4, 3)
     np.testing.assert_array_equal(sharded[1], x[4:8])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="batch of 16 does not split over 3 devices"):
         pipeline.shard(x, 3)
 
 

@@ -238,7 +238,8 @@ def test_cache_hit_returns_identical_data_without_reparsing(simulated, tmp_path,
         a, b = getattr(first, field), getattr(second, field)
         assert a.dtype == b.dtype
         np.testing.assert_array_equal(a, b)
-    with pytest.raises(AssertionError, match="cache"):  # Other options: another cache entry.
+    # Other options: another cache entry, so the file is parsed again.
+    with pytest.raises(AssertionError, match="the cache should have been used"):
         stringer.load_recording(path, n_spont_pcs=N_SPONT_PCS + 1, cache_dir=tmp_path)
 
 
@@ -312,11 +313,11 @@ def test_truncated_files(simulated, tmp_path, fmt):
     rec = _truncate(simulated[fmt]["recordings"][0], tmp_path / "rec.mat")
     with pytest.raises(DataError) as excinfo:
         stringer.load_recording(rec, cache_dir=cache)
-    assert_one_line_error(excinfo, rec, "")
+    assert_one_line_error(excinfo, rec, "truncated or corrupt")
     img = _truncate(simulated[fmt]["images"][0], tmp_path / "img.mat")
     with pytest.raises(DataError) as excinfo:
         stringer.load_images(img)
-    assert_one_line_error(excinfo, img, "")
+    assert_one_line_error(excinfo, img, "truncated or corrupt")
     assert not cache.exists() or os.listdir(cache) == []
 
 

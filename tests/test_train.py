@@ -299,12 +299,20 @@ def test_schedule_warms_up_linearly_and_decays_by_cosine():
 
 
 def _numpy_two_towers(config, params, grads_seq, steps_per_epoch):
-    """AdamW (image), RMSprop + decoupled weight decay (neural), per-tower clipping, in numpy."""
+    """AdamW (image), RMSprop + decoupled weight decay (neural), per-tower clipping, in numpy.
+
+    The neural tower follows PyTorch's RMSprop: nu = a nu + (1 - a) g^2, the normalized step
+    g / (sqrt(nu) + eps) (or g / sqrt(nu + eps) with eps_in_sqrt), a momentum buffer
+    b = m b + step before the learning rate, then the decoupled weight decay:
+    p -= lr (b + wd p). Returns the update of every step: [{tower: (n,) float64}].
+    """
     schedules = optim.make_schedules(config, steps_per_epoch)
     im, ne = config.optim.image, config.optim.neural
     p = {k: v.astype(np.float64) for k, v in params.items()}
     m = {k: 0.0 for k in p}
     v = {k: 0.0 for k in p}
+    buffer = 0.0
+    steps = []
     for t, grads in enumerate(grads_seq, start=1):
         g = {}
         for k, clip in (("image_tower", im.clip_norm), ("neural_tower", ne.clip_norm)):
@@ -315,32 +323,52 @@ def _numpy_two_towers(config, params, grads_seq, steps_per_epoch):
         v["image_tower"] = im.b2 * v["image_tower"] + (1 - im.b2) * g["image_tower"] ** 2
         m_hat = m["image_tower"] / (1 - im.b1**t)
         v_hat = v["image_tower"] / (1 - im.b2**t)
-        p["image_tower"] = p["image_tower"] - lr * (
+        update = {}
+        update["image_tower"] = -lr * (
             m_hat / (np.sqrt(v_hat) + im.eps) + im.weight_decay * p["image_tower"]
         )
         lr = float(schedules["neural"](t - 1))
         v["neural_tower"] = ne.decay * v["neural_tower"] + (1 - ne.decay) * g["neural_tower"] ** 2
-        p["neural_tower"] = p["neural_tower"] - lr * (
-            g["neural_tower"] / (np.sqrt(v["neural_tower"]) + ne.eps)
-            + ne.weight_decay * p["neural_tower"]
-        )
-    return p
+        if ne.eps_in_sqrt:
+            step = g["neural_tower"] / np.sqrt(v["neural_tower"] + ne.eps)
+        else:
+            step = g["neural_tower"] / (np.sqrt(v["neural_tower"]) + ne.eps)
+        buffer = ne.momentum * buffer + step
+        update["neural_tower"] = -lr * (buffer + ne.weight_decay * p["neural_tower"])
+        p = {k: p[k] + update[k] for k in p}
+        steps.append(update)
+    return steps
 
 
-def test_optimizer_is_adamw_on_images_and_rmsprop_on_neurons(tiny_config):
+@pytest.mark.parametrize("eps_in_sqrt", [False, True], ids=["eps_outside", "eps_in_sqrt"])
+@pytest.mark.parametrize("momentum", [0.0, 0.7], ids=["plain", "momentum"])
+def test_optimizer_is_adamw_on_images_and_rmsprop_on_neurons(tiny_config, eps_in_sqrt, momentum):
     config = tiny_config.copy_and_resolve_references()
     config.optim.image.weight_decay = 0.3
     config.optim.neural.weight_decay = 0.2
     config.optim.neural.weight_decay_on = "all"  # the flat test arrays are not named "kernel"
     config.optim.image.clip_norm = 1.0
     config.optim.neural.clip_norm = 0.5
+    # Large epsilons: with nu = 0.1 g^2 after the first step, eps = 0.1 inside or outside the
+    # square root (or AdamW's eps inside) gives clearly different updates.
+    config.optim.image.eps = 0.1
+    config.optim.neural.eps = 0.1
+    config.optim.neural.eps_in_sqrt = eps_in_sqrt
+    config.optim.neural.momentum = momentum
+    config.optim.neural.decay = 0.9
+    # Learning rates large enough that the updates are not lost in the parameters' rounding;
+    # the updates themselves are compared, step by step.
+    config.optim.image.learning_rate = 0.05
+    config.optim.neural.learning_rate = 0.05
     rng = np.random.default_rng(0)
     params = {
         "image_tower": rng.normal(size=5).astype(np.float32),
         "neural_tower": rng.normal(size=7).astype(np.float32),
     }
-    # Gradients large enough that clipping acts on some steps and not on others.
-    scales = [3.0, 0.05, 1.0]
+    # Gradients large enough that clipping acts on some steps and not on others; five steps
+    # span the warmup and the cosine (and its end), so the learning rate changes from step to step
+    # (momentum accumulated before or after the learning rate differ).
+    scales = [3.0, 0.05, 1.0, 0.2, 2.0]
     grads_seq = [
         {k: (s * rng.normal(size=v.shape)).astype(np.float32) for k, v in params.items()}
         for s in scales
@@ -348,12 +376,14 @@ def test_optimizer_is_adamw_on_images_and_rmsprop_on_neurons(tiny_config):
     tx = optim.make_optimizer(config, params, steps_per_epoch=2)
     state = tx.init(params)
     current = params
-    for grads in grads_seq:
+    expected = _numpy_two_towers(config, params, grads_seq, steps_per_epoch=2)
+    for t, grads in enumerate(grads_seq):
         updates, state = tx.update(grads, state, current)
         current = optax.apply_updates(current, updates)
-    expected = _numpy_two_towers(config, params, grads_seq, steps_per_epoch=2)
-    for key in params:
-        np.testing.assert_allclose(current[key], expected[key], rtol=2e-6, atol=1e-9)
+        for key in params:
+            np.testing.assert_allclose(
+                updates[key], expected[t][key], rtol=1e-4, atol=1e-8, err_msg=f"{key}, step {t}"
+            )
 
 
 def test_parameter_ema_follows_its_recursion_and_is_what_best_stores():
@@ -363,6 +393,10 @@ def test_parameter_ema_follows_its_recursion_and_is_what_best_stores():
         "neural_tower": rng.normal(size=3).astype(np.float32),
     }
     tx = optax.sgd(0.5)  # large steps, so that the average and the parameters differ
+    # A small decay, so that both branches of min(decay, (1 + t) / (10 + t)) act within the
+    # steps run: the warmup term (2/11, 3/12) for t = 1, 2, then the decay itself from t = 3
+    # (4/13 > 0.3). An EMA that ignored `ema_decay` would reach 9/18 = 0.5 by t = 8.
+    decay = 0.3
     state = state_lib.TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
@@ -371,23 +405,43 @@ def test_parameter_ema_follows_its_recursion_and_is_what_best_stores():
         apply_fn=None,
         tx=tx,
         ema_params=jax.tree.map(jnp.copy, params),
-        ema_decay=0.6,
+        ema_decay=decay,
     )
     ema = {k: v.astype(np.float64) for k, v in params.items()}
-    for t in range(1, 8):
+    weights = []
+    for t in range(1, 9):
         grads = {k: rng.normal(size=v.shape).astype(np.float32) for k, v in params.items()}
         state = state.apply_gradients(grads)
-        weight = min(0.6, (1 + t) / (10 + t))  # 0.18, 0.25, ... then the decay from t = 4
+        weight = min(decay, (1 + t) / (10 + t))
+        weights.append(weight)
         for k in ema:
             ema[k] = weight * ema[k] + (1 - weight) * np.asarray(state.params[k], np.float64)
+        # Step by step: a wrong weight at any single step shows here.
+        for k in ema:
+            np.testing.assert_allclose(state.ema_params[k], ema[k], rtol=1e-6, err_msg=f"t={t}")
+    assert weights[:2] == [2 / 11, 3 / 12] and weights[2:] == [decay] * 6  # both branches ran
+    assert int(state.step) == 8
     for k in ema:
-        np.testing.assert_allclose(state.ema_params[k], ema[k], rtol=1e-6)
         assert not np.allclose(state.ema_params[k], state.params[k])
     # A checkpoint's `params` are the EMA; the optimizer's own parameters ride in `train`.
     saved = state_lib.state_arrays(state)
     assert saved["params"] is state.ema_params and saved["train_params"] is state.params
     plain = state.replace(ema_params=None)
     assert plain.eval_params is plain.params and "train_params" not in state_lib.state_arrays(plain)
+
+
+def test_ema_update_weight_is_capped_by_the_decay():
+    """ema_update alone: w = min(decay, (1 + step) / (10 + step)), step 1-based."""
+    ema, params = {"a": np.float32(2.0)}, {"a": np.float32(-1.0)}
+    for step, decay in [(1, 0.1), (1, 0.9), (5, 0.2), (5, 0.99), (40, 0.5), (40, 0.95)]:
+        weight = min(decay, (1 + step) / (10 + step))
+        out = state_lib.ema_update(ema, params, jnp.int32(step), decay)
+        assert float(out["a"]) == pytest.approx(2.0 * weight - (1.0 - weight), rel=1e-6), (
+            step,
+            decay,
+        )
+    # Decay 0: the EMA is the parameters.
+    assert float(state_lib.ema_update(ema, params, jnp.int32(3), 0.0)["a"]) == -1.0
 
 
 def test_neural_weight_decay_on_kernels_spares_embeddings_and_biases(tiny_config):
@@ -413,7 +467,7 @@ def test_neural_weight_decay_on_kernels_spares_embeddings_and_biases(tiny_config
         np.testing.assert_allclose(update, expected, rtol=1e-6, atol=0, err_msg=str(path))
     assert {"kernel", "bias", "embedding", "aggregation"} <= names
     config.optim.neural.weight_decay_on = "everything"
-    with pytest.raises(ValueError, match="weight_decay_on"):
+    with pytest.raises(ValueError, match="weight_decay_on must be one of .* got 'everything'"):
         optim.make_optimizer(config, params, steps_per_epoch=4)
 
 
@@ -463,7 +517,7 @@ def test_training_responses_halves_and_neuron_dropout(tiny_dataset):
     kept = dropped != 0
     assert 0.65 < kept[plain != 0].mean() < 0.85
     np.testing.assert_allclose(dropped[kept], plain[kept] / 0.75, rtol=1e-6)
-    with pytest.raises(ValueError, match="train.responses"):
+    with pytest.raises(ValueError, match="train.responses must be one of .* got 'single'"):
         draw(source="single", neuron_dropout=0.0, epoch=0)
-    with pytest.raises(ValueError, match="neuron_dropout"):
+    with pytest.raises(ValueError, match=r"neuron_dropout must be in \[0, 1\), got 1.0"):
         draw(source="mean", neuron_dropout=1.0, epoch=0)

@@ -40,7 +40,9 @@ from dina_jax import checkpoint
 from dina_jax.data import pipeline
 from dina_jax.evaluation import evaluate
 from dina_jax.models import build_model
-from dina_jax.training import optim, state as state_lib, step as step_lib
+from dina_jax.training import optim
+from dina_jax.training import state as state_lib
+from dina_jax.training import step as step_lib
 from dina_jax.training.writer import MetricWriter
 
 
