@@ -102,7 +102,8 @@ def masked_map_ssim(
     Example::
 
         masks = np.stack([np.arange(N) < k for k in (10, 100, N)])       # (3, N) bool
-        dina_jax.masked_map_ssim(dina_jax.neural_feature_fn(model, params), responses, masks)  # (3, B)
+        neural_fn = dina_jax.neural_feature_fn(model, params)
+        dina_jax.masked_map_ssim(neural_fn, responses, masks)  # (3, B)
     """
     fn = (
         neural_fn

@@ -293,7 +293,8 @@ def load_dataset(config, *, workdir=None) -> Dataset:
     Raises:
       DataError: a missing or unusable file (one line naming the path).
 
-    Paper: Sec. 4.1 data and Sec. 3.3 split (10 % test images, a validation split for early stopping).
+    Paper: Sec. 4.1 data and Sec. 3.3 split (10 % test images, a validation split for early
+    stopping).
 
     Example::
 

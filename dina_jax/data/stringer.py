@@ -583,7 +583,8 @@ def load_recording(
     Raises:
       DataError: ``"<path>: <problem>"`` for any unusable input; nothing is cached then.
 
-    Paper: Sec. 4.1: the S x N stimulus-averaged responses, preprocessed as the authors' loadProc2800 (Stringer et al. 2019).
+    Paper: Sec. 4.1: the S x N stimulus-averaged responses, preprocessed as the authors'
+    loadProc2800 (Stringer et al. 2019).
 
     Example::
 

@@ -18,8 +18,8 @@ test images of its saved split:
 
 and writes ``results.json``, ``test_maps.npz`` and ``figures/*.png`` (Fig. 3, Fig. 4a, Fig. 4b,
 Fig. A.1) into the workdir, and prints a table. This module only orchestrates: the run is loaded
-by ``dina_jax.checkpoint.load_run``, the maps come from ``dina_jax.models.feature_fns.encode`` (one compiled
-program per model), the numbers from the modules named above.
+by ``dina_jax.checkpoint.load_run``, the maps come from ``dina_jax.models.feature_fns.encode``
+(one compiled program per model), the numbers from the modules named above.
 """
 
 from __future__ import annotations
