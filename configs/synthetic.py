@@ -42,9 +42,9 @@ def get_config():
     config.optim.neural.weight_decay = 3.0
     config.optim.neural.weight_decay_on = "all"
     config.train.ema_decay = 0.99
-    # The analyses of the demo run on 16 test stimuli with occlusion centres every 4 px (the
-    # paper's 280 stimuli at stride 2 take hours on a CPU; those stay the defaults of the real
-    # configs): measured ~11 s of occlusion per stimulus on the 2-core machine.
+    # The analyses of the demo run on 16 test stimuli with occlusion centres every 4 px: the
+    # paper's 280 stimuli at stride 2 take hours on a CPU (benchmarks/README.md); those stay the
+    # defaults of the real configs.
     config.analysis.n_images = 16
     config.analysis.occlusion.stride = 4
     config.analysis.attention.samples = 8

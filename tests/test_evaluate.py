@@ -8,6 +8,7 @@ import types
 
 import numpy as np
 import pytest
+from numpy_reference import bilinear_matrix
 from skimage.metrics import structural_similarity
 
 from dina_jax import checkpoint
@@ -244,18 +245,6 @@ def test_lpips_is_zero_on_identical_maps_and_grows_with_difference(tmp_path):
     assert 0.0 < close["mean"] < distant["mean"]
 
 
-def _np_bilinear_matrix(n_in, n_out):
-    """(n_out, n_in) 1-D linear interpolation for upsampling: half-pixel centres, edge-clamped."""
-    weights = np.zeros((n_out, n_in))
-    for i in range(n_out):
-        centre = min(max((i + 0.5) * n_in / n_out - 0.5, 0.0), n_in - 1.0)
-        low = int(np.floor(centre))
-        high = min(low + 1, n_in - 1)
-        weights[i, low] += 1.0 - (centre - low)
-        weights[i, high] += centre - low
-    return weights
-
-
 def _np_conv2d(x, weight, bias, stride, padding):
     """PyTorch Conv2d (cross-correlation) by explicit patches: (C, H, W) -> (O, h, w), float64."""
     out_c, _, kh, kw = weight.shape
@@ -302,8 +291,8 @@ def _np_lpips(weights, map0, map1, resize_hw):
     def taps(m):
         m = np.asarray(m, np.float64)
         m = 2.0 * (m - m.min()) / (m.max() - m.min()) - 1.0
-        rows = _np_bilinear_matrix(m.shape[0], resize_hw[0])
-        cols = _np_bilinear_matrix(m.shape[1], resize_hw[1])
+        rows = bilinear_matrix(m.shape[0], resize_hw[0])
+        cols = bilinear_matrix(m.shape[1], resize_hw[1])
         x = (np.repeat((rows @ m @ cols.T)[None], 3, axis=0) - shift) / scale
         out = []
         for name, stride, padding, pool in layers:

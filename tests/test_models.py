@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
+from numpy_reference import bilinear_matrix, gelu_tanh
 from scipy import ndimage
 
 from dina_jax.config import get_base_config, load_config
@@ -394,23 +395,6 @@ def _np_attention(q, k, v, heads):
     return out
 
 
-def _np_gelu_tanh(x):
-    """flax.linen.gelu's default (approximate=True): the tanh form."""
-    return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
-
-
-def _np_bilinear_up(n_in, n_out):
-    """(n_out, n_in) 1-D linear interpolation, half-pixel centres, clamped at the edges."""
-    weights = np.zeros((n_out, n_in))
-    for i in range(n_out):
-        centre = min(max((i + 0.5) * n_in / n_out - 0.5, 0.0), n_in - 1.0)
-        low = int(np.floor(centre))
-        high = min(low + 1, n_in - 1)
-        weights[i, low] += 1.0 - (centre - low)
-        weights[i, high] += centre - low
-    return weights
-
-
 def _np_dual_stream_block(p, x, heads, pool, use_local=True, use_global=True):
     """One DS-Net dual-stream block in float64, from the image_tower module docstring."""
     batch, height, width, channels = x.shape
@@ -440,12 +424,12 @@ def _np_dual_stream_block(p, x, heads, pool, use_local=True, use_global=True):
     zeros = np.zeros((batch, height, width, half))
     local_out = local.reshape(batch, height, width, half) if use_local else zeros
     if use_global:
-        rows, cols = _np_bilinear_up(gh, height), _np_bilinear_up(gw, width)
+        rows, cols = bilinear_matrix(gh, height), bilinear_matrix(gw, width)
         global_out = np.einsum("Hh,Ww,bhwc->bHWc", rows, cols, g.reshape(batch, gh, gw, half))
     else:
         global_out = zeros
     x = x + _np_dense(np.concatenate([local_out, global_out], -1), p["fuse"])
-    hidden = _np_gelu_tanh(_np_dense(_np_layer_norm(x, p["norm2"]), p["mlp_in"]))
+    hidden = gelu_tanh(_np_dense(_np_layer_norm(x, p["norm2"]), p["mlp_in"]))
     return x + _np_dense(hidden, p["mlp_out"])
 
 
@@ -554,19 +538,15 @@ def test_vit_encoder_matches_numpy_forward():
         b = p[f"block{index}"]
         q, k, v = np.split(_np_dense(_np_layer_norm(tokens, b["norm1"]), b["qkv"]), 3, -1)
         tokens = tokens + _np_dense(_np_attention(q, k, v, heads), b["proj"])
-        hidden = _np_gelu_tanh(_np_dense(_np_layer_norm(tokens, b["norm2"]), b["mlp_in"]))
+        hidden = gelu_tanh(_np_dense(_np_layer_norm(tokens, b["norm2"]), b["mlp_in"]))
         tokens = tokens + _np_dense(hidden, b["mlp_out"])
-    hidden = _np_gelu_tanh(_np_dense(_np_layer_norm(tokens, p["norm"]), p["head_hidden"]))
+    hidden = gelu_tanh(_np_dense(_np_layer_norm(tokens, p["norm"]), p["head_hidden"]))
     expected = _np_dense(hidden, p["head_out"]).reshape(batch, gh, gw)
     assert out.shape == expected.shape == (2, 2, 4)
     np.testing.assert_allclose(out, expected, atol=1e-5, rtol=1e-4)
 
 
 # -------------------------------------------------------------------------------- neural tower
-
-
-def _gelu(x):
-    return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
 
 
 def _numpy_neural_tower(params, responses, keep, d_model, residual=True, uniform=False):
@@ -589,7 +569,7 @@ def _numpy_neural_tower(params, responses, keep, d_model, residual=True, uniform
     probs /= probs.sum(-1, keepdims=True)
     attended = probs @ v + (embedded if residual else 0.0)
     aggregated = np.einsum("bnd,nd->bn", attended, p["aggregation"]) * keep  # Eq. 8
-    hidden = _gelu(aggregated @ p["mlp_hidden_layer"]["kernel"] + p["mlp_hidden_layer"]["bias"])
+    hidden = gelu_tanh(aggregated @ p["mlp_hidden_layer"]["kernel"] + p["mlp_hidden_layer"]["bias"])
     out = hidden @ p["mlp_out_layer"]["kernel"] + p["mlp_out_layer"]["bias"]
     return out.reshape(r.shape[0], 2, 4), probs
 

@@ -25,7 +25,7 @@ import pytest
 
 from dina_jax import checkpoint
 from dina_jax.data import pipeline
-from dina_jax.models import build_model
+from dina_jax.models import build_model, init_params
 from dina_jax.training import optim, train_and_evaluate
 from dina_jax.training import state as state_lib
 
@@ -450,9 +450,7 @@ def test_neural_weight_decay_on_kernels_spares_embeddings_and_biases(tiny_config
     config.optim.neural.weight_decay_on = "kernels"
     n_neurons = 12
     model = build_model(config, n_neurons)
-    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 68, 270)), jnp.zeros((1, n_neurons)))[
-        "params"
-    ]
+    params = init_params(model, jax.random.PRNGKey(0))
     tx = optim.make_optimizer(config, params, steps_per_epoch=4)
     zero = jax.tree.map(jnp.zeros_like, params)
     updates, _ = tx.update(zero, tx.init(params), params)  # zero gradients: decay alone
