@@ -3,7 +3,10 @@ workdirs written in checkpoint format 1 (read after an upgrade, refused for resu
 
 import dataclasses
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -15,6 +18,8 @@ from dina_jax.data import pipeline
 from dina_jax.data.stringer import DataError
 from dina_jax.models import feature_fns
 from dina_jax.training import train_and_evaluate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_load_run_returns_the_run_with_its_split_statistics_and_architecture(
@@ -136,3 +141,20 @@ def test_format_1_workdirs_are_read_after_an_upgrade_and_not_resumed(
     config.train.num_epochs = 2  # More epochs: the loop would resume from `latest`.
     with pytest.raises(checkpoint.FormatError, match="checkpoint format 1"):
         train_and_evaluate(config, workdir)
+    # The command line says so in one line, exit code 2.
+    args = [
+        sys.executable,
+        "-m",
+        "dina_jax.main",
+        "--config=configs/tiny.py",
+        f"--workdir={workdir}",
+        "--mode=train",
+        f"--config.data.cache_dir={tiny_config.data.cache_dir}",
+        "--config.train.num_epochs=2",
+    ]
+    result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines() == [
+        f"error: {workdir}/checkpoints/latest: checkpoint format 1, this dina_jax resumes format 2 "
+        "only; evaluate and analyse it, or train in a new workdir"
+    ]
