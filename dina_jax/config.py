@@ -123,8 +123,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     # Add each neuron's embedding to its attention output (a transformer skip; the paper prints
     # Eq. 7 without one, residual=False). See docs/decisions.md ("Models").
     neural.residual = True
-    # How the population attention weights the neurons: "softmax" (Eq. 7) or "uniform" (every
-    # kept neuron 1/N: the control that measures what the attention scores contribute).
+    # How the population attention weights the neurons: "softmax" (Eq. 7), "uniform" (every kept
+    # neuron 1/N) or "none" (no attention output): the last two are controls that measure what
+    # the attention scores and the attention contribute (analysis.attention_contribution).
     neural.mixer = "softmax"
     # Population attention: "auto" (cuDNN flash on GPU when it applies, else blockwise),
     # "blockwise" (O(N) memory online softmax), "materialized" (plain N x N), "cudnn".
@@ -258,6 +259,13 @@ def get_base_config() -> ml_collections.ConfigDict:
     an.attention = attention = ml_collections.ConfigDict()  # Attention scores (Fig. 6b).
     attention.bins = 200  # Log-spaced histogram bins of attention scores (Fig. 6b).
     attention.samples = 32  # Test stimuli whose attention maps are streamed (Fig. 6b).
+
+    # What the attention contributes (not in the paper; Fig. 6 presupposes it): retrieval over
+    # all test stimuli and map SSIM with the attention made uniform or removed, and its spread.
+    an.attention_contribution = contribution = ml_collections.ConfigDict()
+    contribution.samples = 32  # Test stimuli whose attention spread is measured.
+    contribution.ssim_window = 7  # SSIM window, control vs intact neural map.
+    contribution.batch_size = 64  # Stimuli per compiled encoding call (memory).
 
     # Checks against the simulator's ground truth (simulated data only; dina_jax/analysis/
     # validation.py).

@@ -38,7 +38,15 @@ import numpy as np
 from tqdm import tqdm
 
 from dina_jax import plots
-from dina_jax.analysis import ablation, attention_stats, blobs, occlusion, pathways, validation
+from dina_jax.analysis import (
+    ablation,
+    attention_contribution,
+    attention_stats,
+    blobs,
+    occlusion,
+    pathways,
+    validation,
+)
 
 # ----------------------------------------------------------------------------- the framework
 
@@ -420,6 +428,37 @@ def _attention_figures(ctx: StageContext) -> list[str]:
     ]
 
 
+# ------------------------------------------------------------ what the attention contributes
+
+
+def _contribution_compute(ctx: StageContext) -> tuple[dict, dict]:
+    """Retrieval over every test stimulus and map SSIM with the attention uniform or removed;
+    the spread of the attention scores over the first ``samples`` analysed stimuli."""
+    from dina_jax.models.feature_fns import attention_qk_fn
+
+    run, block = ctx.inputs, ctx.block
+    test = run.dataset.split.test
+    result = attention_contribution.attention_contribution(
+        run.model,
+        run.params,
+        run.dataset.images[test],
+        run.dataset.responses[test],
+        topk=tuple(run.config.eval.topk),
+        ssim_window=block.ssim_window,
+        batch_size=block.batch_size,
+    )
+    spread = attention_contribution.attention_spread(
+        attention_qk_fn(run.model, run.params),
+        run.responses[: block.samples],
+        block_size=run.config.model.neural.block_size,
+        progress=_progress("attention spread", "stimulus"),
+    )
+    scalars = {f"{name}_{key}": value for name, m in result.items() for key, value in m.items()}
+    scalars["uniform_top1_cost"] = result["intact"]["top1"] - result["uniform"]["top1"]
+    scalars.update(spread)
+    return {}, scalars
+
+
 # ------------------------------------------------- ground-truth validation (simulated V1 only)
 
 
@@ -498,6 +537,14 @@ STAGES: tuple[Stage, ...] = (
         compute=_attention_compute,
         figures=_attention_figures,
         applies=_dina_only,
+    ),
+    Stage(
+        name="attention_contribution",
+        version=1,
+        config_block="attention_contribution",
+        compute=_contribution_compute,
+        applies=_dina_only,
+        memory_fields=("batch_size",),
     ),
     Stage(
         name="validation",

@@ -18,8 +18,9 @@ Decisions where the paper is silent (also in docs/decisions.md):
   docs/decisions.md, "Models").
 - The attention is its own submodule, :class:`PopulationAttention` (it owns W_Q, W_K, W_V and
   exposes ``qk()`` for the Fig. 6b statistics). ``mixer="uniform"`` swaps it for
-  :class:`UniformMixing` (same parameters, every kept neuron weighted equally): applied with a
-  trained tower's parameters it measures what the attention scores contribute.
+  :class:`UniformMixing` (same parameters, every kept neuron weighted equally) and
+  ``mixer="none"`` for :class:`NoMixing` (no attention output): applied with a trained tower's
+  parameters they measure what the attention scores, and the attention itself, contribute.
 - Initialization: w^emb ~ N(0, 1) (e_i has the scale of r_i, like a token embedding);
   w^agg ~ N(0, 1/d) (u_i has the scale of one coordinate of r^atten); W_Q/K/V and the MLP use
   LeCun-normal kernels and zero biases.
@@ -132,8 +133,17 @@ class UniformMixing(PopulationAttention):
         return jnp.broadcast_to(mean[:, None], v.shape)
 
 
+class NoMixing(PopulationAttention):
+    """The population attention removed: its output is zero, so with ``residual=True`` each
+    neuron's token is its own embedding alone (the residual path; no parameters are read)."""
+
+    def __call__(self, embedded: jax.Array, key_mask: jax.Array | None = None) -> jax.Array:
+        del key_mask
+        return jnp.zeros_like(embedded)
+
+
 # How the population attention mixes the neurons (config.model.neural.mixer).
-MIXERS = {"softmax": PopulationAttention, "uniform": UniformMixing}
+MIXERS = {"softmax": PopulationAttention, "uniform": UniformMixing, "none": NoMixing}
 
 
 class NeuralTower(nn.Module):
