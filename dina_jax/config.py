@@ -88,6 +88,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     data.synthetic.format = "v5"  # MATLAB file format written: "v5" or "v73".
     data.synthetic.seed = 0  # Seed of the simulator (independent of config.seed).
     data.synthetic.gain_scale = 1.0  # Multiplies every simulated gain (> 1: stronger signal).
+    # Fraction of complex (energy) cells among the visual neurons; layer 2/3 is dominated by
+    # them (docs/decisions.md, "Simulated V1"). Other mixes make other simulated mice.
+    data.synthetic.frac_complex = 0.8
 
     # ---------------------------------------------------------------------------- model (Sec. 3)
     config.model = model = ml_collections.ConfigDict()

@@ -219,6 +219,23 @@ def test_synthetic_into_data_dir_and_cache_locations(tiny_config, tmp_path):
     assert pipeline.cache_folder(config).endswith(os.path.join(".cache", "dina_jax"))
 
 
+def test_cell_mix_makes_another_simulated_mouse(tiny_config, tmp_path):
+    """data.synthetic.frac_complex reaches the simulator and keys the cache: two mixes, two
+    datasets, each with its own fraction of complex cells among the simulated neurons."""
+    fractions = {}
+    for frac in (0.2, 0.9):
+        config = tiny_config.copy_and_resolve_references()
+        config.data.cache_dir = str(tmp_path)
+        config.data.synthetic.n_neurons = 400
+        config.data.synthetic.n_images = 30
+        config.data.synthetic.frac_complex = frac
+        folder = pipeline.ensure_synthetic(config)
+        assert f"-c{frac:g}-" in os.path.basename(folder)
+        truth = np.load(os.path.join(folder, "natimg2800_SIM0_2026-01-01_groundtruth.npz"))
+        fractions[frac] = truth["is_complex"].mean()
+    assert abs(fractions[0.2] - 0.2) < 0.06 and abs(fractions[0.9] - 0.9) < 0.06
+
+
 def test_lost_generation_race_keeps_the_winner(tiny_config, tmp_path, monkeypatch):
     config = tiny_config.copy_and_resolve_references()
     config.data.cache_dir = str(tmp_path)

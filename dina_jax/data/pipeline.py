@@ -191,7 +191,9 @@ def ensure_synthetic(config, workdir=None) -> str:
         stimset=syn.stimset,
         fmt=syn.format,
         seed=syn.seed,
-        params=synthetic.SimulationParams().scaled(syn.gain_scale),
+        params=synthetic.SimulationParams(frac_complex=float(syn.frac_complex)).scaled(
+            syn.gain_scale
+        ),
     )
     if config.data.dir:
         folder = os.path.expanduser(config.data.dir)
@@ -211,7 +213,8 @@ def ensure_synthetic(config, workdir=None) -> str:
     base = cache_folder(config, workdir)
     key = (
         f"synthetic-{syn.stimset}-{syn.format}-n{syn.n_neurons}-s{syn.n_images}-m{syn.n_mice}"
-        f"-g{syn.gain_scale:g}-seed{syn.seed}-v{synthetic.GENERATOR_VERSION}"
+        f"-g{syn.gain_scale:g}-c{syn.frac_complex:g}-seed{syn.seed}"
+        f"-v{synthetic.GENERATOR_VERSION}"
     )
     folder = os.path.join(base, key)
     if os.path.isdir(folder):
