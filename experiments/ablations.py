@@ -1,0 +1,251 @@
+"""What each addition to the paper's model buys, and the literal model against the demo (issue 13).
+
+Runs a plan of (variant, simulated mouse, seed) trainings from ``configs/synthetic.py``, one
+workdir each, and keeps one small JSON summary per finished run in ``--results`` (committed with
+the code, so a later session resumes the sweep even on a fresh machine: a run whose summary
+exists is skipped, an interrupted one resumes from its checkpoint). ``--report`` aggregates the
+summaries (mean and sd over seeds per variant and mouse) into ``ablations.json`` beside them and
+prints the table for docs/decisions.md.
+
+Variants (overrides of the demo):
+
+  demo             configs/synthetic.py as shipped (residual, EMA, neural weight decay, halves)
+  no_residual      model.neural.residual=False         (Eq. 7 as printed)
+  no_ema           train.ema_decay=0
+  no_weight_decay  optim.neural.weight_decay=0
+  no_halves        train.responses="mean"             (the paper's stimulus means)
+  literal          all four off: the paper's model with the demo's rates and budget
+
+Mice: ``A`` (simulator seed 0, 80% complex cells, the demo's) and ``B`` (simulator seed 1, 50%).
+
+Each summary holds the test retrieval (top-1/5/10, mean rank) beside ridge and the noise ceiling,
+the best validation loss and epoch, the learning curve (validation loss and top-1 per epoch), the
+spread of the attention (sd of ln P, relative entropy) and what it contributes (retrieval with the
+attention uniform or removed).
+
+  python experiments/ablations.py --root workdirs/ablations            # the whole plan, resumable
+  python experiments/ablations.py --root workdirs/ablations --only literal --only demo
+  python experiments/ablations.py --report                             # aggregate the summaries
+  python experiments/ablations.py --root ... --config.train.num_epochs=24   # any demo override
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import time
+
+import numpy as np
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from dina_jax.config import apply_overrides
+
+RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "ablations"
+
+VARIANTS = {
+    "demo": {},
+    "no_residual": {"model.neural.residual": False},
+    "no_ema": {"train.ema_decay": 0.0},
+    "no_weight_decay": {"optim.neural.weight_decay": 0.0},
+    "no_halves": {"train.responses": "mean"},
+    "literal": {
+        "model.neural.residual": False,
+        "train.ema_decay": 0.0,
+        "optim.neural.weight_decay": 0.0,
+        "train.responses": "mean",
+        "train.neuron_dropout": 0.0,
+    },
+}
+MICE = {
+    "A": {"data.synthetic.seed": 0, "data.synthetic.frac_complex": 0.8},
+    "B": {"data.synthetic.seed": 1, "data.synthetic.frac_complex": 0.5},
+}
+# (variant, mouse, seeds), most informative first: each addition off on the demo's mouse
+# (2 seeds), then the literal model against the demo on two mice (3 seeds).
+PLAN = (
+    *((variant, "A", (0, 1)) for variant in VARIANTS),
+    ("literal", "A", (2,)),
+    ("demo", "A", (2,)),
+    ("literal", "B", (0, 1, 2)),
+    ("demo", "B", (0, 1, 2)),
+)
+SPREAD_STIMULI = 32
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", "configs/synthetic.py", "The demo config the variants override."
+)
+_ROOT = flags.DEFINE_string("root", "workdirs/ablations", "Folder of the runs' workdirs.")
+_RESULTS = flags.DEFINE_string("results", str(RESULTS), "Folder of the per-run summaries.")
+_ONLY = flags.DEFINE_multi_string("only", [], "Run only these variants (repeatable).")
+_REPORT = flags.DEFINE_bool("report", False, "Aggregate the summaries; train nothing.")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "List the runs left to do; train nothing.")
+
+
+def run_name(variant: str, mouse: str, seed: int) -> str:
+    return f"{variant}-{mouse}-seed{seed}"
+
+
+def run_config(base, variant: str, mouse: str, seed: int, cache_dir: str):
+    config = base.copy_and_resolve_references()
+    apply_overrides(config, {**VARIANTS[variant], **MICE[mouse], "seed": seed})
+    config.data.cache_dir = cache_dir
+    return config
+
+
+def summarize(config, workdir: str, seconds: float) -> dict:
+    """The numbers of one finished run (see the module docstring)."""
+    from dina_jax import checkpoint
+    from dina_jax.analysis import attention_contribution as contribution
+    from dina_jax.models.feature_fns import attention_qk_fn
+
+    with open(os.path.join(workdir, "results.json")) as f:
+        results = json.load(f)
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        epochs = [r for r in map(json.loads, f) if r.get("kind") == "epoch"]
+    model, params, run_config, dataset = checkpoint.load_run(workdir)
+    test = dataset.split.test
+    controls = contribution.attention_contribution(
+        model, params, dataset.images[test], dataset.responses[test]
+    )
+    spread = contribution.attention_spread(
+        attention_qk_fn(model, params),
+        dataset.responses[test[:SPREAD_STIMULI]],
+        block_size=run_config.model.neural.block_size,
+    )
+    best = min(epochs, key=lambda r: r["val_loss"])
+
+    def retrieval(metrics):
+        return {k: metrics[k] for k in ("top1", "top5", "top10", "mean_rank") if k in metrics}
+
+    return {
+        "dina": retrieval(results["retrieval"]),
+        "ridge": retrieval(results["linear_baseline"]),
+        "ceiling": retrieval(results["noise_ceiling"]),
+        "best_val_loss": best["val_loss"],
+        "best_epoch": best["epoch"],
+        "epochs_run": len(epochs),
+        "curve": {
+            "val_loss": [r["val_loss"] for r in epochs],
+            "val_top1_neu_to_img": [r.get("val_top1_neu_to_img") for r in epochs],
+        },
+        "attention": spread,
+        "controls": controls,
+        "train_seconds": seconds,
+    }
+
+
+def run_plan(base) -> None:
+    from dina_jax.training import train_and_evaluate
+
+    root = pathlib.Path(_ROOT.value).resolve()
+    results = pathlib.Path(_RESULTS.value)
+    results.mkdir(parents=True, exist_ok=True)
+    cache = str(root / "dina_cache")
+    todo = [
+        (variant, mouse, seed)
+        for variant, mouse, seeds in PLAN
+        for seed in seeds
+        if not _ONLY.value or variant in _ONLY.value
+    ]
+    todo = [r for r in todo if not (results / f"{run_name(*r)}.json").exists()]
+    print(f"{len(todo)} runs to do: {', '.join(run_name(*r) for r in todo)}", flush=True)
+    if _DRY_RUN.value:
+        return
+    for variant, mouse, seed in todo:
+        name = run_name(variant, mouse, seed)
+        config = run_config(base, variant, mouse, seed, cache)
+        workdir = str(root / name)
+        print(f"=== {name}", flush=True)
+        start = time.time()
+        train_and_evaluate(config, workdir)
+        summary = {
+            "name": name,
+            "variant": variant,
+            "mouse": mouse,
+            "seed": seed,
+            "overrides": {**VARIANTS[variant], **MICE[mouse]},
+            "epochs_budget": int(config.train.num_epochs),
+            **summarize(config, workdir, time.time() - start),
+        }
+        tmp = results / f".{name}.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
+        os.replace(tmp, results / f"{name}.json")
+        print(
+            f"{name}: top-1 {100 * summary['dina']['top1']:.1f}% (ridge "
+            f"{100 * summary['ridge']['top1']:.1f}%), uniform attention "
+            f"{100 * summary['controls']['uniform']['top1']:.1f}%, sd ln P "
+            f"{summary['attention']['sd_log_p']:.3g}",
+            flush=True,
+        )
+
+
+def _stats(values) -> dict:
+    """Mean and sample sd (ddof 1; NaN with fewer than two values) of the non-None values."""
+    values = np.asarray([v for v in values if v is not None], np.float64)
+    mean = float(values.mean()) if len(values) else float("nan")
+    sd = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+    return {"mean": mean, "sd": sd, "n": int(len(values))}
+
+
+def aggregate(runs: list[dict]) -> list[dict]:
+    """One row per (variant, mouse, epoch budget): mean and sd over its seeds."""
+    groups: dict[tuple, list] = {}
+    for r in runs:
+        groups.setdefault((r["variant"], r["mouse"], r["epochs_budget"]), []).append(r)
+    table = []
+    for (variant, mouse, budget), members in sorted(groups.items()):
+        row = {"variant": variant, "mouse": mouse, "epochs": budget, "seeds": []}
+        row["seeds"] = sorted(m["seed"] for m in members)
+        for source in ("dina", "ridge"):
+            for key in ("top1", "top5", "top10", "mean_rank"):
+                row[f"{source}_{key}"] = _stats(m[source][key] for m in members)
+        row["best_val_loss"] = _stats(m["best_val_loss"] for m in members)
+        row["sd_log_p"] = _stats(m["attention"]["sd_log_p"] for m in members)
+        row["relative_entropy"] = _stats(m["attention"]["relative_entropy"] for m in members)
+        row["uniform_top1"] = _stats(m["controls"]["uniform"]["top1"] for m in members)
+        row["removed_top1"] = _stats(
+            m["controls"]["removed"]["top1"] for m in members if "removed" in m["controls"]
+        )
+        table.append(row)
+    return table
+
+
+def report() -> dict:
+    """Aggregates the summaries in ``--results`` into ablations.json and prints the table."""
+    results = pathlib.Path(_RESULTS.value)
+    runs = [json.loads(p.read_text()) for p in sorted(results.glob("*.json"))]
+    runs = [r for r in runs if "variant" in r]
+    table = aggregate(runs)
+    out = results / "ablations.json"
+    out.write_text(json.dumps({"runs": len(runs), "groups": table}, indent=1) + "\n")
+    print(f"{'variant':<16}{'mouse':<6}{'ep':>3}{'n':>3}  {'top-1':>12}{'top-5':>12}"
+          f"{'ridge top-1':>13}{'val loss':>12}{'sd ln P':>10}{'uniform':>10}")  # fmt: skip
+    for row in table:
+
+        def pct(stat):
+            return f"{100 * stat['mean']:.1f}±{100 * stat['sd']:.1f}"
+
+        print(
+            f"{row['variant']:<16}{row['mouse']:<6}{row['epochs']:>3}{len(row['seeds']):>3}  "
+            f"{pct(row['dina_top1']):>12}{pct(row['dina_top5']):>12}{pct(row['ridge_top1']):>13}"
+            f"{row['best_val_loss']['mean']:>12.3f}{row['sd_log_p']['mean']:>10.3g}"
+            f"{pct(row['uniform_top1']):>10}"
+        )
+    return {"groups": table}
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # orbax logs every save and restore at INFO
+    if _REPORT.value:
+        report()
+    else:
+        run_plan(_CONFIG.value)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,63 @@
+"""experiments/ablations.py: the plan names real config fields, and the report's aggregation
+equals a hand computation on made-up run summaries."""
+
+import pathlib
+import sys
+
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "experiments"))
+
+import ablations  # noqa: E402
+
+from dina_jax.config import load_config  # noqa: E402
+
+
+def test_every_variant_and_mouse_overrides_existing_fields(tiny_config):
+    for variant, mouse, seeds in ablations.PLAN:
+        for seed in seeds:
+            config = ablations.run_config(tiny_config, variant, mouse, seed, "/tmp/cache")
+            assert config.seed == seed
+    literal = ablations.run_config(load_config("synthetic"), "literal", "B", 0, "/tmp/cache")
+    assert not literal.model.neural.residual and literal.train.ema_decay == 0.0
+    assert literal.optim.neural.weight_decay == 0.0 and literal.train.responses == "mean"
+    assert literal.data.synthetic.frac_complex == 0.5 and literal.data.synthetic.seed == 1
+
+
+def _run(variant, seed, top1, ridge, removed=None):
+    controls = {"uniform": {"top1": top1 / 2}}
+    if removed is not None:
+        controls["removed"] = {"top1": removed}
+    metrics = {"top1": top1, "top5": 2 * top1, "top10": 3 * top1, "mean_rank": 10.0 * seed}
+    return {
+        "variant": variant,
+        "mouse": "A",
+        "seed": seed,
+        "epochs_budget": 8,
+        "dina": metrics,
+        "ridge": {"top1": ridge, "top5": ridge, "top10": ridge, "mean_rank": 1.0},
+        "best_val_loss": 1.0 + seed,
+        "attention": {"sd_log_p": 0.5 * seed, "relative_entropy": 0.9},
+        "controls": controls,
+    }
+
+
+def test_report_aggregates_mean_and_sample_sd_per_group():
+    runs = [
+        _run("demo", 0, 0.2, 0.1, removed=0.1),
+        _run("demo", 1, 0.4, 0.3, removed=0.3),
+        _run("literal", 0, 0.05, 0.1),
+    ]
+    table = {row["variant"]: row for row in ablations.aggregate(runs)}
+    demo, literal = table["demo"], table["literal"]
+    assert demo["seeds"] == [0, 1]
+    assert demo["dina_top1"]["mean"] == pytest.approx(0.3)
+    assert demo["dina_top1"]["sd"] == pytest.approx(0.1414213562)  # |0.4 - 0.2| / sqrt(2)
+    assert demo["dina_mean_rank"]["mean"] == pytest.approx(5.0)
+    assert demo["best_val_loss"]["mean"] == pytest.approx(1.5)
+    assert demo["uniform_top1"]["mean"] == pytest.approx(0.15)
+    assert demo["removed_top1"]["mean"] == pytest.approx(0.2)
+    assert (
+        literal["dina_top1"]["n"] == 1 and literal["dina_top1"]["sd"] != literal["dina_top1"]["sd"]
+    )
+    assert literal["removed_top1"]["n"] == 0  # no residual, no "removed" control
