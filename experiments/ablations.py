@@ -62,8 +62,8 @@ MICE = {
     "A": {"data.synthetic.seed": 0, "data.synthetic.frac_complex": 0.8},
     "B": {"data.synthetic.seed": 1, "data.synthetic.frac_complex": 0.5},
 }
-# (variant, mouse, seeds), most informative first: each addition off on the demo's mouse
-# (2 seeds), then the literal model against the demo on two mice (3 seeds).
+# (variant, mouse, seeds): each addition off on the demo's mouse (2 seeds), the literal model
+# against the demo on two mice (3 seeds). Run seed by seed, so a partial sweep covers every row.
 PLAN = (
     *((variant, "A", (0, 1)) for variant in VARIANTS),
     ("literal", "A", (2,)),
@@ -73,14 +73,21 @@ PLAN = (
 )
 SPREAD_STIMULI = 32
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", "configs/synthetic.py", "The demo config the variants override."
-)
-_ROOT = flags.DEFINE_string("root", "workdirs/ablations", "Folder of the runs' workdirs.")
-_RESULTS = flags.DEFINE_string("results", str(RESULTS), "Folder of the per-run summaries.")
-_ONLY = flags.DEFINE_multi_string("only", [], "Run only these variants (repeatable).")
-_REPORT = flags.DEFINE_bool("report", False, "Aggregate the summaries; train nothing.")
-_DRY_RUN = flags.DEFINE_bool("dry_run", False, "List the runs left to do; train nothing.")
+# Command-line flags, defined only when run as a script (the tests import this module beside
+# dina_jax.main, whose --config flag would collide).
+_CONFIG = _ROOT = _RESULTS = _ONLY = _REPORT = _DRY_RUN = None
+
+
+def _define_flags() -> None:
+    global _CONFIG, _ROOT, _RESULTS, _ONLY, _REPORT, _DRY_RUN
+    _CONFIG = config_flags.DEFINE_config_file(
+        "config", "configs/synthetic.py", "The demo config the variants override."
+    )
+    _ROOT = flags.DEFINE_string("root", "workdirs/ablations", "Folder of the runs' workdirs.")
+    _RESULTS = flags.DEFINE_string("results", str(RESULTS), "Folder of the per-run summaries.")
+    _ONLY = flags.DEFINE_multi_string("only", [], "Run only these variants (repeatable).")
+    _REPORT = flags.DEFINE_bool("report", False, "Aggregate the summaries; train nothing.")
+    _DRY_RUN = flags.DEFINE_bool("dry_run", False, "List the runs left to do; train nothing.")
 
 
 def run_name(variant: str, mouse: str, seed: int) -> str:
@@ -150,6 +157,7 @@ def run_plan(base) -> None:
         if not _ONLY.value or variant in _ONLY.value
     ]
     todo = [r for r in todo if not (results / f"{run_name(*r)}.json").exists()]
+    todo.sort(key=lambda r: r[2])  # One seed of every variant before the next seed.
     print(f"{len(todo)} runs to do: {', '.join(run_name(*r) for r in todo)}", flush=True)
     if _DRY_RUN.value:
         return
@@ -248,4 +256,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)
