@@ -12,6 +12,9 @@ this order (each with its settings block ``config.analysis.<name>``):
   blobs       blobs of every map, their sizes, counts and Shape-Texture Index (Fig. 5d-h);
   ablation    response-ranked vs random neuron subsets (Fig. 6a);
   attention   streamed attention-score histogram with a log-normal fit (Fig. 6b);
+  attention_contribution
+              retrieval and neural-map SSIM with the attention uniform or removed, and the
+              spread of the scores (does the attention matter? Fig. 6 presupposes it);
   validation  (simulated data only) occlusion maps vs the simulated RFs that drive the population,
               and the ablation ranking vs the simulator's high-gain neurons.
 
