@@ -64,8 +64,10 @@ def test_attention_spread_matches_materialized_probabilities(block_size):
 
 @pytest.fixture(scope="module")
 def tiny_dina(tiny_config, tiny_dataset):
+    config = tiny_config.copy_and_resolve_references()
+    config.model.neural.residual = True  # The tower with the skip has both controls.
     model = build_model(
-        tiny_config,
+        config,
         tiny_dataset.n_neurons,
         image_mean=tiny_dataset.image_mean,
         image_std=tiny_dataset.image_std,
@@ -78,10 +80,11 @@ def test_controls_equal_models_built_with_that_mixer(tiny_config, tiny_dataset, 
     test = tiny_dataset.split.test
     images, responses = tiny_dataset.images[test], tiny_dataset.responses[test]
     result = attention_contribution(model, params, images, responses, batch_size=7)
-    assert set(result) == {"intact", "uniform", "removed"}  # the tiny tower has the residual
+    assert set(result) == {"intact", "uniform", "removed"}
     z_img = encode_images(model, params, images)
     for name, mixer in (("intact", "softmax"), ("uniform", "uniform"), ("removed", "none")):
         config = tiny_config.copy_and_resolve_references()
+        config.model.neural.residual = True
         config.model.neural.mixer = mixer
         other = build_model(
             config,

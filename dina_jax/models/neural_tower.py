@@ -166,7 +166,7 @@ class NeuralTower(nn.Module):
     d_model: int = 32
     num_heads: int = 1
     mlp_hidden: int = 1024
-    residual: bool = True
+    residual: bool = False
     mixer: str = "softmax"
     attention: str = "auto"
     block_size: int = 512
