@@ -63,6 +63,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     """Returns the paper-default configuration (DINA on one real natural-image recording)."""
     config = ml_collections.ConfigDict()
     config.seed = 0  # Every random choice (split, init, shuffling, analyses) flows from this.
+    # XLA's persistent compilation cache, so that a second run compiles nothing: "auto" is
+    # <cache folder>/xla (the folder of data.cache_dir), "" switches it off, else a folder.
+    config.compilation_cache = "auto"
 
     # ----------------------------------------------------------------------------- data (Sec. 4.1)
     config.data = data = ml_collections.ConfigDict()

@@ -66,6 +66,29 @@ def write_config(config, workdir: str) -> str:
     return path
 
 
+def enable_compilation_cache(config, workdir: str | None = None) -> str:
+    """Points JAX's persistent compilation cache at ``config.compilation_cache``; returns it.
+
+    "auto": ``<cache folder>/xla`` beside the data cache (``data.cache_dir``, else
+    ``<workdir>/../dina_cache``); "": off (returns ""). Every program that takes more than a
+    second to compile is stored, so a second run of the same job starts without compiling.
+    """
+    import jax
+
+    from dina_jax.data import pipeline
+
+    setting = config.compilation_cache
+    if not setting:
+        return ""
+    folder = (
+        os.path.join(pipeline.cache_folder(config, workdir), "xla")
+        if setting == "auto"
+        else os.path.expanduser(setting)
+    )
+    jax.config.update("jax_compilation_cache_dir", folder)
+    return folder
+
+
 def run(config, workdir: str, mode: str = "all") -> dict:
     """Runs ``mode`` on ``config`` in ``workdir``: the whole command line in one call.
 
@@ -85,6 +108,7 @@ def run(config, workdir: str, mode: str = "all") -> dict:
     """
     from dina_jax.data import pipeline
 
+    enable_compilation_cache(config, workdir)
     results: dict = {}
     if mode in ("train", "all"):
         from dina_jax.training.loop import check_train_options

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
+import jax
 import pytest
 
 from dina_jax.config import load_config
+
+# The test session's compiled programs persist between runs (as the main job's do, see
+# config.compilation_cache), so a second run of the suite compiles only what changed.
+jax.config.update(
+    "jax_compilation_cache_dir",
+    os.environ.get("DINA_JAX_TEST_XLA_CACHE", os.path.expanduser("~/.cache/dina_jax/xla-tests")),
+)
 
 
 @pytest.fixture(scope="session")

@@ -85,3 +85,24 @@ def test_data_mode_prints_summary_and_writes_resolved_config(tiny_config, tmp_pa
         written = json.load(f)
     assert written["data"]["n_spont_pcs"] == 0
     assert written["loss"]["temperature"] == 0.01
+
+
+def test_compilation_cache_setting(tiny_config, tmp_path):
+    import jax
+
+    from dina_jax.main import enable_compilation_cache
+
+    config = tiny_config.copy_and_resolve_references()
+    before = jax.config.jax_compilation_cache_dir
+    try:
+        config.compilation_cache = ""
+        assert enable_compilation_cache(config, str(tmp_path)) == ""
+        assert jax.config.jax_compilation_cache_dir == before
+        config.compilation_cache = "auto"
+        expected = os.path.join(config.data.cache_dir, "xla")
+        assert enable_compilation_cache(config, str(tmp_path)) == expected
+        assert jax.config.jax_compilation_cache_dir == expected
+        config.compilation_cache = str(tmp_path / "xla")
+        assert enable_compilation_cache(config) == str(tmp_path / "xla")
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)

@@ -132,6 +132,8 @@ def test_run_writes_metrics_from_step_one_and_checkpoints(full_run, tiny_config,
         split = json.load(f)
     assert split["val"] == tiny_dataset.split.val.tolist()
     assert (full_run / "config.json").exists()
+    # The CLI stored its compiled programs in the persistent cache beside the data cache.
+    assert os.listdir(os.path.join(tiny_config.data.cache_dir, "xla"))
 
 
 def test_sigkill_mid_epoch_then_resume_gives_bitwise_identical_parameters(
