@@ -101,8 +101,7 @@ class PopulationAttention(nn.Module):
         ``key_mask`` (B, N) bool, True = the neuron is a key/value; None attends to all.
         """
         batch, n_neurons, _ = embedded.shape
-        q = _split_heads(self.query(embedded), self.num_heads)  # (B, N, H, d/H)
-        k = _split_heads(self.key(embedded), self.num_heads)
+        q, k = self.qk(embedded)  # (B, N, H, d/H) each, q already scaled
         v = _split_heads(self.value(embedded), self.num_heads)
         attended = attention_lib.dot_product_attention(
             q,
@@ -111,7 +110,7 @@ class PopulationAttention(nn.Module):
             key_mask=key_mask,
             implementation=self.implementation,
             block_size=self.block_size,
-            scale=self.scale,
+            scale=1.0,  # The same q * scale the kernel would compute: one code path for q, k.
         )  # (B, N, H, d/H)
         return attended.reshape(batch, n_neurons, self.d_model)
 
