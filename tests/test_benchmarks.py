@@ -1,0 +1,31 @@
+"""benchmarks/accelerator.py runs its code paths at CPU size (--small), so it cannot rot before a
+session that has a GPU."""
+
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_accelerator_script_runs_at_cpu_size():
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    result = subprocess.run(
+        [sys.executable, "benchmarks/accelerator.py", "--small", "--steps", "1"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("device: 1 x cpu")
+    agreement = [line for line in lines if line.startswith("attention agreement")]
+    assert len(agreement) == 2 and all("max |diff|" in line for line in agreement)
+    for dtype in ("float32", "bfloat16"):
+        (row,) = [line for line in lines if line.startswith(f"train step {dtype}")]
+        assert "examples/s" in row and "GFLOP/step" in row and "loss nan" not in row
+    (occ,) = [line for line in lines if line.startswith("occlusion map")]
+    assert "64 centres" in occ and "map in [0.00, 1.00]" in occ
