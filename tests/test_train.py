@@ -521,3 +521,16 @@ def test_training_responses_halves_and_neuron_dropout(tiny_dataset):
         draw(source="single", neuron_dropout=0.0, epoch=0)
     with pytest.raises(ValueError, match=r"neuron_dropout must be in \[0, 1\), got 1.0"):
         draw(source="mean", neuron_dropout=1.0, epoch=0)
+
+
+def test_a_torn_metrics_line_is_dropped_on_resume(tmp_path, caplog):
+    from dina_jax.training.writer import MetricWriter
+
+    path = tmp_path / "metrics.jsonl"
+    good = [{"kind": "train", "step": s, "train_loss": 1.0} for s in (1, 2, 3)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in good) + '{"kind": "train", "st')
+    writer = MetricWriter(str(tmp_path))
+    writer.truncate_after(2)
+    writer.close()
+    assert [json.loads(line) for line in path.read_text().splitlines()] == good[:2]
+    assert "line 4 is not JSON" in caplog.text

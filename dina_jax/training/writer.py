@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 
@@ -24,8 +25,17 @@ class MetricWriter:
         """Drops records of steps after ``step`` (written by a run killed before its checkpoint)."""
         if not self.enabled or not os.path.exists(self.path):
             return
+        records = []
         with open(self.path) as f:
-            records = [json.loads(line) for line in f if line.strip()]
+            for number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:  # a kill in the middle of a write
+                    logging.warning(
+                        "%s: line %d is not JSON (torn write); dropped", self.path, number
+                    )
         tmp = self.path + ".tmp"
         with open(tmp, "w") as f:
             for record in records:
