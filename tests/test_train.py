@@ -534,3 +534,14 @@ def test_a_torn_metrics_line_is_dropped_on_resume(tmp_path, caplog):
     writer.close()
     assert [json.loads(line) for line in path.read_text().splitlines()] == good[:2]
     assert "line 4 is not JSON" in caplog.text
+
+
+def test_records_of_a_run_killed_before_its_first_checkpoint_are_not_kept(tiny_config, tmp_path):
+    from dina_jax.training import Trainer
+
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    (workdir / "metrics.jsonl").write_text(json.dumps({"kind": "train", "step": 1}) + "\n")
+    trainer = Trainer(tiny_config, str(workdir))  # no checkpoint: a fresh start
+    trainer.writer.close()
+    assert (workdir / "metrics.jsonl").read_text() == ""

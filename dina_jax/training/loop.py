@@ -227,6 +227,8 @@ class Trainer:
         self.progress = Progress()
         if self.latest.latest_step() is not None:
             state = self._resume(state)
+        else:  # Records of a run killed before its first checkpoint would be written twice.
+            self.writer.truncate_after(0)
         temperature = float(config.loss.temperature)
         schedules = optim.make_schedules(config, self.steps_per_epoch)
         self.p_train = step_lib.pmapped_train_step(temperature, schedules)
