@@ -49,7 +49,11 @@ FORMAT = 2  # Written into every checkpoint's metadata; see the module docstring
 CALLER_SECTIONS = ("data", "eval", "analysis")
 
 
-class FormatError(ValueError):
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read (damaged, incomplete) or used; the message is one line."""
+
+
+class FormatError(CheckpointError):
     """A checkpoint this version of dina_jax cannot resume from."""
 
 
@@ -141,10 +145,19 @@ def _restore_params(workdir: str, which: str) -> tuple[Any, dict]:
         raise FileNotFoundError(
             2, "no finalized checkpoint", os.path.join(workdir, "checkpoints", which)
         )
-    restored = checkpoints.restore(
-        step,
-        args=ocp.args.Composite(params=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()),
-    )
+    try:
+        restored = checkpoints.restore(
+            step,
+            args=ocp.args.Composite(
+                params=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()
+            ),
+        )
+    except (KeyError, ValueError, OSError) as error:
+        reason = " ".join(str(error).split())[:200]
+        raise CheckpointError(
+            f"{checkpoints.directory}/{step}: damaged or incomplete checkpoint ({reason}); "
+            "retrain, or restore the folder from a copy"
+        ) from None
     meta = restored["meta"]
     params = jax.tree.map(np.asarray, restored["params"])
     if meta.get("format", 1) == 1:

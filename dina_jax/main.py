@@ -162,11 +162,11 @@ def main(argv: list[str]) -> None:
         check_train_options(config)
     except ValueError as error:
         _fail(f"{flags.FLAGS['config'].config_filename}: {error}")
-    from dina_jax.checkpoint import FormatError
+    from dina_jax.checkpoint import CheckpointError
 
     try:
         run(config, _WORKDIR.value, _MODE.value)
-    except (DataError, FormatError) as error:
+    except (DataError, CheckpointError) as error:
         _fail(str(error))
     except FileNotFoundError as error:
         _fail(f"{error.filename}: {error.strerror}")

@@ -158,3 +158,13 @@ def test_format_1_workdirs_are_read_after_an_upgrade_and_not_resumed(
         f"error: {workdir}/checkpoints/latest: checkpoint format 1, this dina_jax resumes format 2 "
         "only; evaluate and analyse it, or train in a new workdir"
     ]
+
+
+def test_a_damaged_checkpoint_is_one_line_naming_it(trained_workdir, tmp_path):
+    workdir = tmp_path / "damaged"
+    shutil.copytree(trained_workdir, workdir)
+    (step,) = [p for p in (workdir / "checkpoints" / "best").iterdir() if p.name.isdigit()]
+    shutil.rmtree(step / "meta")
+    with pytest.raises(checkpoint.CheckpointError, match="damaged or incomplete") as error:
+        checkpoint.load_run(workdir)
+    assert str(step) in str(error.value) and "\n" not in str(error.value)
