@@ -148,9 +148,7 @@ def _restore_params(workdir: str, which: str) -> tuple[Any, dict]:
     try:
         restored = checkpoints.restore(
             step,
-            args=ocp.args.Composite(
-                params=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()
-            ),
+            args=ocp.args.Composite(params=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()),
         )
     except (KeyError, ValueError, OSError) as error:
         reason = " ".join(str(error).split())[:200]

@@ -153,6 +153,7 @@ def summarize(config, workdir: str, seconds: float) -> dict:
         "curve": {
             "val_loss": [r["val_loss"] for r in epochs],
             "val_top1_neu_to_img": [r.get("val_top1_neu_to_img") for r in epochs],
+            "val_retrieval_top1": [r.get("val_retrieval_top1") for r in epochs],
         },
         "attention": spread,
         "controls": controls,

@@ -114,6 +114,9 @@ def test_run_writes_metrics_from_step_one_and_checkpoints(full_run, tiny_config,
     epoch_records = [r for r in records if r["kind"] == "epoch"]
     assert [r["step"] for r in epoch_records] == [steps_per_epoch * (e + 1) for e in range(epochs)]
     assert all(REQUIRED_KEYS | {"val_loss"} <= set(r) for r in epoch_records)
+    assert all(
+        0.0 <= r["val_retrieval_top1"] <= r["val_retrieval_top5"] <= 1.0 for r in epoch_records
+    )
 
     # The logged learning rates follow warmup + cosine (numpy oracle of the first update).
     warmup = round(tiny_config.optim.image.warmup_epochs * steps_per_epoch)
@@ -183,10 +186,17 @@ def test_sigkill_mid_epoch_then_resume_gives_bitwise_identical_parameters(
 
 FRESH_PROCESS = """
 import json, sys
-from dina_jax.evaluation import evaluate
+from dina_jax import checkpoint
+from dina_jax.evaluation import evaluate, retrieval_metrics
+from dina_jax.models import feature_fns
 from dina_jax.training import loop
 workdir = sys.argv[1]
 val = loop.checkpoint_loss(workdir, "best", "val")
+model, params, config, data = checkpoint.load_run(workdir)
+rows = data.split.val
+z_img, z_neu = feature_fns.encode(
+    model, params, data.images[rows], data.responses[rows], batch_size=config.eval.batch_size)
+val["retrieval_top1"] = retrieval_metrics(z_neu, z_img)["top1"]
 results = evaluate(None, workdir)
 print("RESULT " + json.dumps({"val": val, "eval": results}))
 """
@@ -206,6 +216,8 @@ def test_checkpoint_restored_in_a_fresh_process_reproduces_the_numbers(full_run,
     )
     assert fresh["val"]["loss"] == best_record["val_loss"]
     assert fresh["val"]["top1_img_to_neu"] == best_record["val_top1_img_to_neu"]
+    # The loop's whole-split validation retrieval == retrieval of the restored `best`.
+    assert fresh["val"]["retrieval_top1"] == best_record["val_retrieval_top1"]
     # Evaluation at the end of training == evaluation in a new process, exactly.
     for key in ("retrieval", "ssim", "spectra", "linear_baseline"):
         assert fresh["eval"][key] == at_training_end[key], key

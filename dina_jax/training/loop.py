@@ -39,7 +39,8 @@ from tqdm import tqdm
 from dina_jax import checkpoint
 from dina_jax.data import pipeline
 from dina_jax.evaluation import evaluate
-from dina_jax.models import build_model
+from dina_jax.evaluation.retrieval import retrieval_metrics
+from dina_jax.models import build_model, feature_fns
 from dina_jax.training import optim
 from dina_jax.training import state as state_lib
 from dina_jax.training import step as step_lib
@@ -206,7 +207,7 @@ class Trainer:
         self.log_every = max(int(config.train.log_every), 1)
         self.checkpoint_every = max(int(config.train.checkpoint_every_steps), 1)
 
-        model = build_model(
+        self.model = model = build_model(
             config, dataset.n_neurons, image_mean=dataset.image_mean, image_std=dataset.image_std
         )
         state = state_lib.create_train_state(
@@ -362,6 +363,21 @@ class Trainer:
             bar.close()
         progress.epoch_seconds += time.time() - epoch_start
 
+    def _validation_retrieval(self) -> dict:
+        """Retrieval among all validation stimuli, scored as the test set is (Sec. 4.2): the
+        learning curve in the units of the paper's table, not of a training batch."""
+        params = step_lib.unreplicate_to_host(self.rstate.eval_params)
+        rows = self.dataset.split.val
+        z_img, z_neu = feature_fns.encode(
+            self.model,
+            params,
+            self.dataset.images[rows],
+            self.dataset.responses[rows],
+            batch_size=int(self.config.eval.batch_size),
+        )
+        metrics = retrieval_metrics(z_neu, z_img, (1, 5))
+        return {"retrieval_top1": metrics["top1"], "retrieval_top5": metrics["top5"]}
+
     def end_epoch(self) -> None:
         """Validation loss, early stopping, the epoch record and the epoch-end checkpoints."""
         progress = self.progress
@@ -374,6 +390,7 @@ class Trainer:
             self.batch_size,
         )
         val_loss = val.pop("loss")
+        val.update(self._validation_retrieval())
         improved = math.isfinite(val_loss) and (
             progress.best_val_loss is None or val_loss < progress.best_val_loss
         )
