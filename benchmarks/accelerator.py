@@ -29,14 +29,12 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from train_step import time_train_step  # benchmarks/ is the script's folder
 
 from dina_jax.analysis import occlusion
 from dina_jax.config import get_base_config, load_config
 from dina_jax.models import attention, build_model
 from dina_jax.models.feature_fns import image_feature_fn
-from dina_jax.training import optim
-from dina_jax.training import state as state_lib
-from dina_jax.training import step as step_lib
 
 # Dense peak FLOP/s per device (no sparsity) by device kind: (bfloat16, TF32).
 PEAK_FLOPS = {
@@ -58,13 +56,6 @@ def _peak_memory_gib(device) -> float:
     if stats and "peak_bytes_in_use" in stats:
         return stats["peak_bytes_in_use"] / 2**30
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (Linux)
-
-
-def _flops(compiled) -> float | None:
-    analysis = compiled.cost_analysis()
-    if isinstance(analysis, list | tuple):  # older JAX: one dict per program
-        analysis = analysis[0] if analysis else None
-    return float(analysis["flops"]) if analysis and "flops" in analysis else None
 
 
 def attention_agreement(n_neurons: int, on_gpu: bool) -> None:
@@ -94,39 +85,14 @@ def train_step(config, n_neurons: int, batch: int, dtype: str, steps: int) -> No
     config = config.copy_and_resolve_references()
     config.model.dtype = dtype
     device = jax.local_devices()[0]
-    n_dev = jax.local_device_count()
-    rng = np.random.default_rng(0)
-    images = rng.random((batch, *config.model.input_hw), dtype=np.float32)
-    responses = rng.normal(size=(batch, n_neurons)).astype(np.float32)
-    model = build_model(config, n_neurons, image_mean=0.5, image_std=0.25)
-    state = state_lib.create_train_state(config, model, jax.random.PRNGKey(0), 100)
-    p_train = step_lib.pmapped_train_step(
-        float(config.loss.temperature), optim.make_schedules(config, 100)
-    )
-    rstate = step_lib.replicate(state)
-    shards = (
-        images.reshape(n_dev, batch // n_dev, *images.shape[1:]),
-        responses.reshape(n_dev, batch // n_dev, n_neurons),
-    )
-    start = time.perf_counter()
-    compiled = p_train.lower(rstate, *shards).compile()
-    compile_s = time.perf_counter() - start
-    flops = _flops(compiled)
-    rstate, metrics = p_train(rstate, *shards)  # warm-up
-    jax.block_until_ready(metrics)
-    start = time.perf_counter()
-    for _ in range(steps):
-        rstate, metrics = p_train(rstate, *shards)
-    jax.block_until_ready(metrics)
-    step_s = (time.perf_counter() - start) / steps
-    loss = float(step_lib.unreplicate_to_host(metrics)["loss"])
-    peak = _peak_flops(device, dtype)
+    timing = time_train_step(config, n_neurons, batch, steps)
+    flops, step_s, peak = timing["flops"], timing["step_s"], _peak_flops(device, dtype)
     mfu = f"{100 * flops / step_s / peak:.1f}%" if flops and peak else "n/a"
     print(
-        f"train step {dtype}, N={n_neurons}, batch {batch} on {n_dev} device(s): "
-        f"{step_s:.4f} s/step, {batch / step_s:.1f} examples/s, compile {compile_s:.1f} s, "
-        f"peak memory {_peak_memory_gib(device):.2f} GiB, "
-        f"{(flops or 0) / 1e9:.1f} GFLOP/step per device, MFU {mfu}, loss {loss:.3f}",
+        f"train step {dtype}, N={n_neurons}, batch {batch} on {jax.local_device_count()} "
+        f"device(s): {step_s:.4f} s/step, {batch / step_s:.1f} examples/s, compile "
+        f"{timing['compile_s']:.1f} s, peak memory {_peak_memory_gib(device):.2f} GiB, "
+        f"{(flops or 0) / 1e9:.1f} GFLOP/step per device, MFU {mfu}, loss {timing['loss']:.3f}",
         flush=True,
     )
 

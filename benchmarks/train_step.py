@@ -5,9 +5,9 @@
 
 For every size it builds the real model (``build_model``) and the real optimizer
 (``create_train_state``), compiles ``step.pmapped_train_step`` over all local devices and times
-``--steps`` steps on random inputs after the compiling call (``block_until_ready`` after the
-last). It prints the device, the allocator settings, the compile time, the step time and the
-examples per second. Sizes:
+``--steps`` steps on random inputs after a warm-up call (``block_until_ready`` after the last).
+It prints the device, the allocator settings, the compile time, the step time and the examples
+per second. Sizes:
 
 * ``tiny``: configs/tiny.py (batch 16, N = 48);
 * ``synthetic``: configs/synthetic.py (its batch, 32; N = 2,000);
@@ -51,11 +51,17 @@ def size_setup(name: str, paper_batch: int):
     raise ValueError(f"unknown size {name!r}; expected tiny, synthetic or paper")
 
 
-def bench(name: str, paper_batch: int, steps: int) -> dict:
-    config, n_neurons, batch = size_setup(name, paper_batch)
+def time_train_step(config, n_neurons: int, batch: int, steps: int) -> dict:
+    """Compiles the loop's pmapped train step for ``config`` and times ``steps`` calls.
+
+    Random inputs, the real model and optimizer. Returns ``compile_s`` (lowering and XLA
+    compilation), ``step_s`` (mean over ``steps`` calls after one warm-up call), ``flops`` (XLA's
+    cost analysis of the per-device program; None where the backend gives none), ``loss`` and
+    the parameter counts ``params_image`` / ``params_neural``.
+    """
     n_dev = jax.local_device_count()
     if batch % n_dev:
-        raise ValueError(f"{name}: batch {batch} does not split over {n_dev} devices")
+        raise ValueError(f"batch {batch} does not split over {n_dev} devices")
     rng = np.random.default_rng(0)
     images = rng.random((batch, *config.model.input_hw), dtype=np.float32)
     responses = rng.normal(size=(batch, n_neurons)).astype(np.float32)
@@ -73,25 +79,37 @@ def bench(name: str, paper_batch: int, steps: int) -> dict:
         responses.reshape(n_dev, batch // n_dev, n_neurons),
     )
     start = time.perf_counter()
-    rstate, metrics = p_train(rstate, *shards)
-    jax.block_until_ready(metrics)
+    compiled = p_train.lower(rstate, *shards).compile()
     compile_s = time.perf_counter() - start
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, list | tuple):  # older JAX: one dict per program
+        analysis = analysis[0] if analysis else None
+    rstate, metrics = p_train(rstate, *shards)  # warm-up: the first call of the compiled program
+    jax.block_until_ready(metrics)
     start = time.perf_counter()
     for _ in range(steps):
         rstate, metrics = p_train(rstate, *shards)
     jax.block_until_ready(metrics)
-    step_s = (time.perf_counter() - start) / steps
-    loss = float(step_lib.unreplicate_to_host(metrics)["loss"])
+    return {
+        "compile_s": compile_s,
+        "step_s": (time.perf_counter() - start) / steps,
+        "flops": float(analysis["flops"]) if analysis and "flops" in analysis else None,
+        "loss": float(step_lib.unreplicate_to_host(metrics)["loss"]),
+        "params_image": n_params["image_tower"],
+        "params_neural": n_params["neural_tower"],
+    }
+
+
+def bench(name: str, paper_batch: int, steps: int) -> dict:
+    config, n_neurons, batch = size_setup(name, paper_batch)
+    timing = time_train_step(config, n_neurons, batch, steps)
     return {
         "size": name,
         "neurons": n_neurons,
         "batch": batch,
-        "params_image": n_params["image_tower"],
-        "params_neural": n_params["neural_tower"],
-        "compile_s": compile_s,
-        "step_s": step_s,
-        "examples_per_s": batch / step_s,
-        "loss_finite": bool(np.isfinite(loss)),
+        **timing,
+        "examples_per_s": batch / timing["step_s"],
+        "loss_finite": bool(np.isfinite(timing["loss"])),
     }
 
 
