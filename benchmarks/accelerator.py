@@ -32,6 +32,7 @@ import numpy as np
 from train_step import time_train_step  # benchmarks/ is the script's folder
 
 from dina_jax.analysis import occlusion
+from dina_jax.analysis.stages import occlusion_batch
 from dina_jax.config import get_base_config, load_config
 from dina_jax.models import attention, build_model
 from dina_jax.models.feature_fns import image_feature_fn
@@ -105,7 +106,7 @@ def occlusion_one_image(config, stride: int) -> None:
     feature_fn = image_feature_fn(model, params)
     image = np.random.default_rng(1).random(config.model.input_hw, dtype=np.float32)
     an = config.analysis.occlusion
-    batch = an.batch or (8 if jax.default_backend() == "cpu" else 256)
+    batch = occlusion_batch(an.batch)
     options = dict(sigma=an.sigma, stride=stride, alpha=an.alpha, batch_size=batch)
     start = time.perf_counter()
     jax.block_until_ready(occlusion.occlusion_map(feature_fn, image, **options))

@@ -159,7 +159,7 @@ def _pathways_figures(ctx: StageContext) -> list[str]:
 # ------------------------------------------------------------ occlusion (App. A.1, Fig. 5b-c)
 
 
-def _occlusion_batch(configured: int) -> int:
+def occlusion_batch(configured: int) -> int:
     """Chunk of occluded images per feature-map call; 0 picks 256 on GPU/TPU and 8 on CPU."""
     if configured > 0:
         return int(configured)
@@ -181,7 +181,7 @@ def _occlusion_compute(ctx: StageContext) -> tuple[dict, dict]:
     # The block's fields are occlusion_map's keyword arguments (repeats included: App. A.1's
     # N = 5, computed once for the deterministic models here), except the memory knob.
     options = ctx.block.to_dict()
-    options["batch_size"] = _occlusion_batch(options.pop("batch"))
+    options["batch_size"] = occlusion_batch(options.pop("batch"))
     feature_fn = image_feature_fn(run.model, run.params)
     todo = np.nonzero(~group["done"][...])[0]
     seconds = []
