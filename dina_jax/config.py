@@ -137,6 +137,10 @@ def get_base_config() -> ml_collections.ConfigDict:
     # "blockwise" (O(N) memory online softmax), "materialized" (plain N x N), "cudnn".
     neural.attention = "auto"
     neural.block_size = 512  # Max query/key block of the blockwise population attention.
+    # Initialization scales (the paper gives none): w^emb ~ N(0, embedding_init_std^2), and
+    # W_Q, W_K LeCun-normal times qk_init_scale (0 starts the attention exactly uniform).
+    neural.embedding_init_std = 1.0
+    neural.qk_init_scale = 1.0
 
     # Table 1 baselines: a VGG-16 or ViT image encoder with an MLP neural readout.
     model.vgg16 = vgg16 = ml_collections.ConfigDict()

@@ -28,6 +28,7 @@ attention uniform or removed).
 
   python experiments/ablations.py --root workdirs/ablations            # the whole plan, resumable
   python experiments/ablations.py --root workdirs/ablations --only literal --only demo
+  python experiments/ablations.py --root workdirs/ablations --plan explore   # the recipe search
   python experiments/ablations.py --report                             # aggregate the summaries
   python experiments/ablations.py --root ... --config.train.num_epochs=24   # any demo override
 """
@@ -71,6 +72,25 @@ VARIANTS = {
     # The literal model at the paper's d_model = 32 (the demo's 8 is for speed): with the
     # attention near uniform, Eq. 8 passes only a d_model-dimensional projection to the MLP.
     "literal_d32": {**LITERAL, "model.neural.d_model": 32},
+    # Eq. 7 as printed (no skip: every neuron reaches the readout through the attention) with the
+    # demo's regularizers, the weight decay sparing the per-neuron embeddings: a candidate demo
+    # whose decoding must pass through the attention.
+    "eq7_reg": {"model.neural.residual": False, "optim.neural.weight_decay_on": "kernels"},
+    "eq7_reg_d32": {
+        "model.neural.residual": False,
+        "optim.neural.weight_decay_on": "kernels",
+        "model.neural.d_model": 32,
+    },
+    # Initialization scales the paper leaves open: W_Q, W_K at a tenth of LeCun's scale (the
+    # attention starts near uniform), or smaller per-neuron embeddings (logits scale with their
+    # square).
+    "literal_qk01": {**LITERAL, "model.neural.qk_init_scale": 0.1},
+    "literal_emb03": {**LITERAL, "model.neural.embedding_init_std": 0.3},
+    "eq7_reg_qk01": {
+        "model.neural.residual": False,
+        "optim.neural.weight_decay_on": "kernels",
+        "model.neural.qk_init_scale": 0.1,
+    },
 }
 MICE = {
     "A": {"data.synthetic.seed": 0, "data.synthetic.frac_complex": 0.8},
@@ -88,15 +108,24 @@ PLAN = (
     ("literal", "B", (0, 1, 2)),
     ("demo", "B", (0, 1, 2)),
 )
+# Recipe search (--plan explore): one seed on the demo's mouse, to pick what the main plan runs.
+EXPLORE = (
+    ("eq7_reg", "A", (0,)),
+    ("literal_qk01", "A", (0,)),
+    ("literal_emb03", "A", (0,)),
+    ("eq7_reg_d32", "A", (0,)),
+    ("eq7_reg_qk01", "A", (0,)),
+)
+PLANS = {"main": PLAN, "explore": EXPLORE}
 SPREAD_STIMULI = 32
 
 # Command-line flags, defined only when run as a script (the tests import this module beside
 # dina_jax.main, whose --config flag would collide).
-_CONFIG = _ROOT = _RESULTS = _ONLY = _REPORT = _DRY_RUN = None
+_CONFIG = _ROOT = _RESULTS = _ONLY = _REPORT = _DRY_RUN = _PLAN = None
 
 
 def _define_flags() -> None:
-    global _CONFIG, _ROOT, _RESULTS, _ONLY, _REPORT, _DRY_RUN
+    global _CONFIG, _ROOT, _RESULTS, _ONLY, _REPORT, _DRY_RUN, _PLAN
     _CONFIG = config_flags.DEFINE_config_file(
         "config", "configs/synthetic.py", "The demo config the variants override."
     )
@@ -105,6 +134,7 @@ def _define_flags() -> None:
     _ONLY = flags.DEFINE_multi_string("only", [], "Run only these variants (repeatable).")
     _REPORT = flags.DEFINE_bool("report", False, "Aggregate the summaries; train nothing.")
     _DRY_RUN = flags.DEFINE_bool("dry_run", False, "List the runs left to do; train nothing.")
+    _PLAN = flags.DEFINE_enum("plan", "main", sorted(PLANS), "Which list of runs to work through.")
 
 
 def run_name(variant: str, mouse: str, seed: int) -> str:
@@ -170,7 +200,7 @@ def run_plan(base) -> None:
     cache = str(root / "dina_cache")
     todo = [
         (variant, mouse, seed)
-        for variant, mouse, seeds in PLAN
+        for variant, mouse, seeds in PLANS[_PLAN.value]
         for seed in seeds
         if not _ONLY.value or variant in _ONLY.value
     ]

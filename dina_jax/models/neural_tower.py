@@ -21,7 +21,7 @@ Decisions where the paper is silent (also in docs/decisions.md):
   :class:`UniformMixing` (same parameters, every kept neuron weighted equally) and
   ``mixer="none"`` for :class:`NoMixing` (no attention output): applied with a trained tower's
   parameters they measure what the attention scores, and the attention itself, contribute.
-- Initialization: w^emb ~ N(0, 1) (e_i has the scale of r_i, like a token embedding);
+- Initialization (scales configurable): w^emb ~ N(0, 1) (e_i has the scale of r_i, like a token embedding);
   w^agg ~ N(0, 1/d) (u_i has the scale of one coordinate of r^atten); W_Q/K/V and the MLP use
   LeCun-normal kernels and zero biases.
 - The readout MLP is Dense(N -> mlp_hidden) -> GELU -> Dense(mlp_hidden -> 16 * 64); the output is
@@ -60,6 +60,7 @@ class PopulationAttention(nn.Module):
       num_heads: heads; the paper's Eq. 7 is a single head (scale 1 / sqrt(d)).
       implementation: "auto", "blockwise", "materialized" or "cudnn" (see attention.py).
       block_size: query/key block of the blockwise implementation.
+      qk_init_scale: multiplies the LeCun-normal initialization of W_Q and W_K.
       dtype: compute dtype; param_dtype: parameter dtype.
     """
 
@@ -67,6 +68,7 @@ class PopulationAttention(nn.Module):
     num_heads: int = 1
     implementation: str = "auto"
     block_size: int = 512
+    qk_init_scale: float = 1.0
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -74,8 +76,11 @@ class PopulationAttention(nn.Module):
         if self.d_model % self.num_heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by {self.num_heads} heads")
         dense = {"use_bias": False, "dtype": self.dtype, "param_dtype": self.param_dtype}
-        self.query = nn.Dense(self.d_model, **dense)
-        self.key = nn.Dense(self.d_model, **dense)
+        qk_init = nn.initializers.variance_scaling(
+            self.qk_init_scale**2, "fan_in", "truncated_normal"
+        )  # LeCun normal times qk_init_scale.
+        self.query = nn.Dense(self.d_model, kernel_init=qk_init, **dense)
+        self.key = nn.Dense(self.d_model, kernel_init=qk_init, **dense)
         self.value = nn.Dense(self.d_model, **dense)
 
     @property
@@ -157,6 +162,8 @@ class NeuralTower(nn.Module):
       mixer: "softmax" (Eq. 7) or "uniform" (see :data:`MIXERS`).
       attention: attention implementation ("auto", "blockwise", "materialized", "cudnn").
       block_size: query/key block of the blockwise attention.
+      embedding_init_std: sd of the initial per-neuron embeddings w^emb.
+      qk_init_scale: multiplies the LeCun-normal initialization of W_Q and W_K.
       latent_hw: (16, 64), the feature-map grid shared with the image tower.
       dtype: compute dtype; param_dtype: parameter dtype.
     """
@@ -169,6 +176,8 @@ class NeuralTower(nn.Module):
     mixer: str = "softmax"
     attention: str = "auto"
     block_size: int = 512
+    embedding_init_std: float = 1.0
+    qk_init_scale: float = 1.0
     latent_hw: tuple[int, int] = (16, 64)
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
@@ -180,7 +189,10 @@ class NeuralTower(nn.Module):
             )
         shape = (self.n_neurons, self.d_model)
         self.embedding = self.param(
-            "embedding", nn.initializers.normal(stddev=1.0), shape, self.param_dtype
+            "embedding",
+            nn.initializers.normal(stddev=self.embedding_init_std),
+            shape,
+            self.param_dtype,
         )
         self.aggregation = self.param(
             "aggregation",
@@ -193,6 +205,7 @@ class NeuralTower(nn.Module):
             num_heads=self.num_heads,
             implementation=self.attention,
             block_size=self.block_size,
+            qk_init_scale=self.qk_init_scale,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
         )
