@@ -55,6 +55,7 @@ LITERAL = {
     "train.responses": "mean",
     "train.neuron_dropout": 0.0,
 }
+LONG = {"train.num_epochs": 24, "train.patience": 6}
 VARIANTS = {
     "demo": {},
     "no_residual": {"model.neural.residual": False},
@@ -91,6 +92,14 @@ VARIANTS = {
         "optim.neural.weight_decay_on": "kernels",
         "model.neural.qk_init_scale": 0.1,
     },
+    # Learning curves to convergence: three times the demo's budget, patience 6.
+    "eq7_reg_e24": {
+        "model.neural.residual": False,
+        "optim.neural.weight_decay_on": "kernels",
+        **LONG,
+    },
+    "literal_e24": {**LITERAL, **LONG},
+    "demo_e24": LONG,
 }
 MICE = {
     "A": {"data.synthetic.seed": 0, "data.synthetic.frac_complex": 0.8},
@@ -115,6 +124,9 @@ EXPLORE = (
     ("literal_emb03", "A", (0,)),
     ("eq7_reg_d32", "A", (0,)),
     ("eq7_reg_qk01", "A", (0,)),
+    ("eq7_reg_e24", "A", (0,)),
+    ("literal_e24", "A", (0,)),
+    ("demo_e24", "A", (0,)),
 )
 PLANS = {"main": PLAN, "explore": EXPLORE}
 SPREAD_STIMULI = 32
