@@ -1,5 +1,8 @@
 """Command-line entry point: ``python -m dina_jax.main --config configs/<name>.py --workdir DIR``.
 
+``--config`` takes a file or a config name (``--config m1``); ``configs/<name>.py`` is the
+packaged ``dina_jax/configs/<name>.py`` from any folder.
+
 Modes (``--mode``):
   data      load (or simulate) the data, preprocess, print a summary; no training.
   train     train (resuming from DIR if it holds a checkpoint), then evaluate the best checkpoint.
@@ -25,7 +28,10 @@ from ml_collections import config_flags
 MODES = ("data", "train", "evaluate", "analyze", "all")
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Path to a config file in configs/ (see its docstring).", lock_config=True
+    "config",
+    None,
+    "A config file, or a name from dina_jax/configs/ (m1, synthetic, ...).",
+    lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and figures.")
 _MODE = flags.DEFINE_enum("mode", "all", MODES, "What to run.")
@@ -40,8 +46,28 @@ def _fail(message: str) -> None:
     sys.exit(USAGE_ERROR)
 
 
+def resolve_config_argument(argv: list[str]) -> list[str]:
+    """``argv`` with the ``--config`` value made a file: a name or a ``configs/<name>.py`` missing
+    from the current folder becomes the packaged config (``dina_jax.config.config_path``)."""
+    from dina_jax.config import config_path
+
+    def resolve(value: str) -> str:
+        path, sep, args = value.partition(":")  # config_flags' FILE:ARGS form
+        resolved = config_path(path)
+        return (str(resolved) if resolved.is_file() else path) + sep + args
+
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--config" and i + 1 < len(out):
+            out[i + 1] = resolve(out[i + 1])
+        elif arg.startswith("--config="):
+            out[i] = "--config=" + resolve(arg.removeprefix("--config="))
+    return out
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
     """Parses flags, turning every config or flag problem into a one-line error (exit 2)."""
+    argv = resolve_config_argument(argv)
     try:
         return flags.FLAGS(argv)
     except flags.Error as error:
