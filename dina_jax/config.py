@@ -10,9 +10,9 @@ tests, the benchmarks and the experiments all use it); :func:`config_from_json` 
 :func:`with_defaults` rebuild the config a run recorded.
 
 Sections: ``data``, ``model`` (``image``, ``neural``, ``vgg16``, ``vit``, ``readout``), ``loss``,
-``optim`` (``image``, ``neural``), ``train``, ``eval``, ``analysis`` (``n_images``, then one block
-per analysis stage: ``pathways``, ``occlusion``, ``blobs``, ``ablation``, ``attention``,
-``validation``).
+``optim`` (``image``, ``neural``), ``train``, ``eval``, ``figures`` (format and dpi), ``analysis``
+(``n_images``, then one block per analysis stage: ``pathways``, ``occlusion``, ``blobs``,
+``ablation``, ``attention``, ``validation``).
 """
 
 from __future__ import annotations
@@ -228,6 +228,11 @@ def get_base_config() -> ml_collections.ConfigDict:
     ev.lpips_resize_hw = (64, 256)  # Maps are resized to this before the LPIPS AlexNet trunk.
     ev.spectrum_fit_range = (10, 100)  # PC ranks of the power-law fit (Fig. 4b; see spectra.py).
     ev.n_retrieved = 5  # Retrieved images shown per neural query (Fig. 3: top-5).
+
+    # ------------------------------------------------------- figures (evaluation and analyses)
+    config.figures = ml_collections.ConfigDict()
+    config.figures.format = "png"  # File format of workdir/figures/*: "png", "pdf" or "svg".
+    config.figures.dpi = 120  # Resolution of raster output (PNG; images inside PDF/SVG).
 
     # ------------------------------------------------------------------ analyses (Sec. 4.4–4.5, A)
     # One block per analysis stage (dina_jax/analysis/stages.py). A stage's stored results are
