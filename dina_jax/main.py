@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+# The parsing every script shares: one-line errors (exit 2), config names resolved.
+from dina_jax.cli import USAGE_ERROR, resolve_config_argument  # noqa: F401 - the CLI's API
+from dina_jax.cli import fail as _fail
+from dina_jax.cli import parse_flags as _parse_flags
 from dina_jax.progress import format_duration
 
 MODES = ("data", "train", "evaluate", "analyze", "all")
@@ -39,48 +42,6 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and figures.")
 _MODE = flags.DEFINE_enum("mode", "all", MODES, "What to run.")
 flags.mark_flags_as_required(["config", "workdir"])
-
-USAGE_ERROR = 2
-
-
-def _fail(message: str) -> None:
-    """Prints a one-line error and exits with the usage-error code."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(USAGE_ERROR)
-
-
-def resolve_config_argument(argv: list[str]) -> list[str]:
-    """``argv`` with the ``--config`` value made a file: a name or a ``configs/<name>.py`` missing
-    from the current folder becomes the packaged config (``dina_jax.config.config_path``)."""
-    from dina_jax.config import config_path
-
-    def resolve(value: str) -> str:
-        path, sep, args = value.partition(":")  # config_flags' FILE:ARGS form
-        resolved = config_path(path)
-        return (str(resolved) if resolved.is_file() else path) + sep + args
-
-    out = list(argv)
-    for i, arg in enumerate(out):
-        if arg == "--config" and i + 1 < len(out):
-            out[i + 1] = resolve(out[i + 1])
-        elif arg.startswith("--config="):
-            out[i] = "--config=" + resolve(arg.removeprefix("--config="))
-    return out
-
-
-def _parse_flags(argv: list[str]) -> list[str]:
-    """Parses flags, turning every config or flag problem into a one-line error (exit 2)."""
-    argv = resolve_config_argument(argv)
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as error:
-        _fail(str(error).splitlines()[0])
-    except (AttributeError, KeyError, TypeError, ValueError) as error:
-        # ml_collections reports an unknown override key as AttributeError("'name'").
-        bad = [a for a in argv[1:] if a.startswith("--config.")]
-        detail = str(error).strip("\"'")
-        _fail(f"bad config override {' '.join(bad) or ''}: {detail} (unknown key or wrong type)")
-    return []
 
 
 def write_config(config, workdir: str) -> str:

@@ -15,6 +15,7 @@ LAYERS = (
     (
         "dina_jax.config",
         "dina_jax.configs",
+        "dina_jax.cli",
         "dina_jax.losses",
         "dina_jax.plots",
         "dina_jax.progress",

@@ -55,8 +55,8 @@ def test_config_names_resolve_from_any_folder(tmp_path, config):
 
 
 def test_resolve_config_argument_keeps_other_arguments():
+    from dina_jax.cli import resolve_config_argument
     from dina_jax.config import CONFIGS_DIR
-    from dina_jax.main import resolve_config_argument
 
     argv = ["prog", "--config", "m1", "--workdir", "configs/x", "--config=no_such:arg"]
     assert resolve_config_argument(argv) == [
