@@ -39,7 +39,7 @@ import numpy as np
 from dina_jax import plots
 from dina_jax.checkpoint import load_run, manager
 from dina_jax.evaluation.baseline import linear_baseline, noise_ceiling
-from dina_jax.evaluation.lpips import LPIPS_MISSING, map_lpips
+from dina_jax.evaluation.lpips import LPIPS_HOWTO, LPIPS_MISSING, map_lpips
 from dina_jax.evaluation.maps import map_similarity, map_spectra
 from dina_jax.evaluation.retrieval import (
     chance_metrics,
@@ -254,7 +254,7 @@ def format_table(results: dict) -> str:
     if lpips.get("status") == "computed":
         lines.append(f"  LPIPS: {lpips['mean']:.3f} ± {lpips['std']:.3f}")
     else:
-        lines.append(f"  {LPIPS_MISSING}")
+        lines.append(f"  {LPIPS_MISSING}: {LPIPS_HOWTO}")
     spectra_ = results["spectra"]
     fit = spectra_["images"]["fit_range"]
     lines.append(
