@@ -53,3 +53,14 @@ def test_dpi_sets_the_raster_size(tmp_path):
 def test_unknown_format_is_refused(tmp_path):
     with pytest.raises(ValueError, match="png"):
         plots.save(plots.plot_blob_counts(np.arange(3)), tmp_path / "x", format="jpg")
+
+
+def test_analysis_figures_follow_the_config(tmp_path):
+    import ml_collections
+
+    from dina_jax.analysis.stages import StageContext
+
+    figures = ml_collections.ConfigDict({"format": "svg", "dpi": 50})
+    ctx = StageContext(None, None, None, None, None, str(tmp_path), figures)
+    path = ctx.save(plots.plot_blob_counts(np.arange(4)), "fig5e_blob_count.png")
+    assert path == str(tmp_path / "fig5e_blob_count.svg") and (tmp_path / path).exists()
