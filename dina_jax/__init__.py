@@ -89,13 +89,17 @@ __all__ = sorted(_EXPORTS)
 SUBMODULES = (
     "analysis",
     "checkpoint",
+    "cli",
     "config",
+    "configs",
     "data",
     "evaluation",
     "losses",
     "main",
     "models",
     "plots",
+    "progress",
+    "tensorboard_writer",
     "training",
 )
 

@@ -46,7 +46,7 @@ CHECKPOINT_KINDS = ("latest", "best")
 FORMAT = 2  # Written into every checkpoint's metadata; see the module docstring.
 # Sections of a run's config that say how to evaluate and where the data are, not what was
 # trained: load_run takes them from the caller's config when one is given.
-CALLER_SECTIONS = ("data", "eval", "analysis")
+CALLER_SECTIONS = ("data", "eval", "figures", "analysis")
 
 
 class CheckpointError(ValueError):
@@ -225,9 +225,9 @@ def load_run(
     Args:
       workdir: a folder written by ``train_and_evaluate`` (``checkpoints/``, ``split.json``).
       which: ``"best"`` (lowest validation loss) or ``"latest"``.
-      config: optional config whose ``data``, ``eval`` and ``analysis`` sections replace the
-        run's, e.g. when the data folder moved (a Drive mount in another session) or to analyse
-        with other settings; everything else comes from the run.
+      config: optional config whose ``data``, ``eval``, ``figures`` and ``analysis`` sections
+        replace the run's, e.g. when the data folder moved (a Drive mount in another session) or
+        to analyse with other settings; everything else comes from the run.
 
     Returns:
       A :class:`TrainedRun` ``(model, params, config, dataset)``.

@@ -1,18 +1,18 @@
 """The base configuration of every experiment, with the paper's values as defaults.
 
-Every file in ``configs/`` starts from :func:`get_base_config` and overrides a few fields, so a
-number lives in exactly one place. Each field carries a comment with its meaning and, where the
-paper gives it, the section it comes from. Fields the paper leaves open say so; the decision is
-recorded in ``docs/decisions.md``.
+Every file in ``dina_jax/configs/`` (``configs/`` in a clone links there) starts from
+:func:`get_base_config` and overrides a few fields, so a number lives in exactly one place. Each
+field carries a comment with its meaning and, where the paper gives it, the section it comes
+from. Fields the paper leaves open say so; the decision is recorded in ``docs/decisions.md``.
 
 :func:`load_config` is the one way to get a config by name or path (the CLI, the notebooks, the
 tests, the benchmarks and the experiments all use it); :func:`config_from_json` and
 :func:`with_defaults` rebuild the config a run recorded.
 
 Sections: ``data``, ``model`` (``image``, ``neural``, ``vgg16``, ``vit``, ``readout``), ``loss``,
-``optim`` (``image``, ``neural``), ``train``, ``eval``, ``analysis`` (``n_images``, then one block
-per analysis stage: ``pathways``, ``occlusion``, ``blobs``, ``ablation``, ``attention``,
-``validation``).
+``optim`` (``image``, ``neural``), ``train``, ``eval``, ``figures`` (format and dpi), ``analysis``
+(``n_images``, then one block per analysis stage: ``pathways``, ``occlusion``, ``blobs``,
+``ablation``, ``attention``, ``validation``).
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from typing import Any
 
 import ml_collections
 
-# configs/ sits beside the package in the repository (an editable install or a clone).
-CONFIGS_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
+# Shipped inside the package, so every install has them; configs/ at the repository root is a
+# link to this folder.
+CONFIGS_DIR = pathlib.Path(__file__).resolve().parent / "configs"
 
 # Names of the four natural-image recordings of the public release used as M1..M4 (the paper does
 # not say which four it used; we take the first four natural-image recordings of the release).
@@ -228,6 +229,11 @@ def get_base_config() -> ml_collections.ConfigDict:
     ev.spectrum_fit_range = (10, 100)  # PC ranks of the power-law fit (Fig. 4b; see spectra.py).
     ev.n_retrieved = 5  # Retrieved images shown per neural query (Fig. 3: top-5).
 
+    # ------------------------------------------------------- figures (evaluation and analyses)
+    config.figures = ml_collections.ConfigDict()
+    config.figures.format = "png"  # File format of workdir/figures/*: "png", "pdf" or "svg".
+    config.figures.dpi = 120  # Resolution of raster output (PNG; images inside PDF/SVG).
+
     # ------------------------------------------------------------------ analyses (Sec. 4.4–4.5, A)
     # One block per analysis stage (dina_jax/analysis/stages.py). A stage's stored results are
     # keyed by its block (and the stimuli), so changing a field recomputes that stage and the
@@ -289,16 +295,26 @@ def get_base_config() -> ml_collections.ConfigDict:
 
 def available_configs() -> list[str]:
     """Names accepted by :func:`load_config`: ``"base"`` and every ``configs/<name>.py``."""
-    found = sorted(p.stem for p in CONFIGS_DIR.glob("*.py")) if CONFIGS_DIR.is_dir() else []
+    found = sorted(p.stem for p in CONFIGS_DIR.glob("*.py") if not p.stem.startswith("_"))
     return ["base", *found]
 
 
-def _config_file(name_or_path: str | os.PathLike) -> pathlib.Path:
+def config_path(name_or_path: str | os.PathLike) -> pathlib.Path:
+    """The file of a config name (``"m1"``) or path; ``configs/<name>.py`` that does not exist
+    from the current folder (an installed package, a checkout without symbolic links) is the
+    packaged ``dina_jax/configs/<name>.py``. The path is returned even when no file is there."""
     text = os.fspath(name_or_path)
-    if text.endswith(".py") or os.sep in text or "/" in text:
-        path = pathlib.Path(text).expanduser()
-    else:
-        path = CONFIGS_DIR / f"{text}.py"
+    if not (text.endswith(".py") or os.sep in text or "/" in text):
+        return CONFIGS_DIR / f"{text}.py"
+    path = pathlib.Path(text).expanduser()
+    packaged = CONFIGS_DIR / path.name
+    if not path.exists() and path.parent == pathlib.Path("configs") and packaged.is_file():
+        return packaged
+    return path
+
+
+def _config_file(name_or_path: str | os.PathLike) -> pathlib.Path:
+    path = config_path(name_or_path)
     if not path.is_file():
         raise FileNotFoundError(
             f"{path}: no such config file; load_config takes a path or one of "

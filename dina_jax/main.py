@@ -1,5 +1,8 @@
 """Command-line entry point: ``python -m dina_jax.main --config configs/<name>.py --workdir DIR``.
 
+``--config`` takes a file or a config name (``--config m1``); ``configs/<name>.py`` is the
+packaged ``dina_jax/configs/<name>.py`` from any folder.
+
 Modes (``--mode``):
   data      load (or simulate) the data, preprocess, print a summary; no training.
   train     train (resuming from DIR if it holds a checkpoint), then evaluate the best checkpoint.
@@ -16,42 +19,29 @@ code 2. The heavy lifting lives in library functions (``training.train_and_evalu
 
 from __future__ import annotations
 
+import math
 import os
-import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+# The parsing every script shares: one-line errors (exit 2), config names resolved.
+from dina_jax.cli import USAGE_ERROR, resolve_config_argument  # noqa: F401 - the CLI's API
+from dina_jax.cli import fail as _fail
+from dina_jax.cli import parse_flags as _parse_flags
+from dina_jax.progress import format_duration
+
 MODES = ("data", "train", "evaluate", "analyze", "all")
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Path to a config file in configs/ (see its docstring).", lock_config=True
+    "config",
+    None,
+    "A config file, or a name from dina_jax/configs/ (m1, synthetic, ...).",
+    lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and figures.")
 _MODE = flags.DEFINE_enum("mode", "all", MODES, "What to run.")
 flags.mark_flags_as_required(["config", "workdir"])
-
-USAGE_ERROR = 2
-
-
-def _fail(message: str) -> None:
-    """Prints a one-line error and exits with the usage-error code."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(USAGE_ERROR)
-
-
-def _parse_flags(argv: list[str]) -> list[str]:
-    """Parses flags, turning every config or flag problem into a one-line error (exit 2)."""
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as error:
-        _fail(str(error).splitlines()[0])
-    except (AttributeError, KeyError, TypeError, ValueError) as error:
-        # ml_collections reports an unknown override key as AttributeError("'name'").
-        bad = [a for a in argv[1:] if a.startswith("--config.")]
-        detail = str(error).strip("\"'")
-        _fail(f"bad config override {' '.join(bad) or ''}: {detail} (unknown key or wrong type)")
-    return []
 
 
 def write_config(config, workdir: str) -> str:
@@ -136,6 +126,70 @@ def run(config, workdir: str, mode: str = "all") -> dict:
     return results
 
 
+def _pct(metrics: dict, k: int) -> str:
+    value = metrics.get(f"top{k}")
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def summary_lines(results: dict, workdir: str) -> list[str]:
+    """The end of a CLI run: its main numbers, then the files it wrote (those that exist)."""
+    lines = [f"== summary of {os.path.abspath(workdir)}"]
+    train = results.get("train") or {}
+    if train:
+        how = "stopped early" if train.get("stopped_early") else "epoch budget"
+        best = train.get("best_val_loss")
+        lines.append(
+            f"training: {train.get('epochs_completed')} epochs ({how}) in "
+            f"{format_duration(train.get('train_seconds', math.nan))}, best val_loss "
+            + (f"{best:.4f}" if best is not None else "-")
+            + f" at epoch {train.get('best_epoch')}"
+        )
+    evaluation = train.get("eval") or results.get("evaluate")
+    if evaluation:
+        run, ridge = evaluation["retrieval"], evaluation["linear_baseline"]
+        ceiling, chance = evaluation["noise_ceiling"], evaluation["chance"]
+        lines.append(
+            f"test retrieval ({evaluation['n_test']}-way) top-1/5/10: "
+            f"{' / '.join(_pct(run, k) for k in (1, 5, 10))}; ridge top-1 {_pct(ridge, 1)}, "
+            f"noise ceiling {_pct(ceiling, 1)}, chance {_pct(chance, 1)}"
+        )
+    analysis = results.get("analyze")
+    if analysis:
+        parts = []
+        if "blobs" in analysis:
+            parts.append(f"STI mean {analysis['blobs'].get('sti_mean', math.nan):.3f}")
+        if "ablation" in analysis:
+            ranked = analysis["ablation"].get("ranked_fraction", math.nan)
+            parts.append(f"SSIM 0.9 at {100 * ranked:.1f}% of neurons (ranked)")
+        if "attention" in analysis:
+            attention = analysis["attention"]
+            parts.append(
+                f"attention ln P ~ N({attention.get('mu', math.nan):.2f}, "
+                f"{attention.get('sigma', math.nan):.2f}^2)"
+            )
+        lines.append("analyses: " + "; ".join(parts or ["done"]))
+    written = [
+        name
+        for name in (
+            "config.json",
+            "metrics.jsonl",
+            "checkpoints",
+            "results.json",
+            "analysis.json",
+            "analysis.h5",
+            "tensorboard",
+        )
+        if os.path.exists(os.path.join(workdir, name))
+    ]
+    figures = os.path.join(workdir, "figures")
+    if os.path.isdir(figures):
+        written.append(f"figures/ ({len(os.listdir(figures))} files)")
+    lines.append("wrote: " + ", ".join(written))
+    if "tensorboard" in written:
+        lines.append(f"view: tensorboard --logdir {os.path.join(workdir, 'tensorboard')}")
+    return lines
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         _fail(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -165,11 +219,12 @@ def main(argv: list[str]) -> None:
     from dina_jax.checkpoint import CheckpointError
 
     try:
-        run(config, _WORKDIR.value, _MODE.value)
+        results = run(config, _WORKDIR.value, _MODE.value)
     except (DataError, CheckpointError) as error:
         _fail(str(error))
     except FileNotFoundError as error:
         _fail(f"{error.filename}: {error.strerror}")
+    print("\n".join(summary_lines(results, _WORKDIR.value)), flush=True)
 
 
 if __name__ == "__main__":

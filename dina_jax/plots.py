@@ -1,6 +1,12 @@
-"""Matplotlib figures for every paper figure; each function takes arrays and a path to a PNG.
+"""Matplotlib figures for every paper figure: each function takes arrays and returns a Figure.
 
-Figures are written with the non-interactive Agg backend so they render on headless machines.
+Figures are ``matplotlib.figure.Figure`` objects, not pyplot figures: importing this module
+changes no backend, nothing is left open in pyplot, and a notebook shows a returned figure as
+it is (``display(fig)``, or as the cell's value). Single-panel plots take ``ax=`` to draw into
+an existing axes (their figure is returned). :func:`save` writes a figure as PNG, PDF or SVG::
+
+    fig = plots.plot_variance_spectra(spectra)
+    plots.save(fig, "figures/variance_spectra", format="pdf", dpi=200)
 """
 
 from __future__ import annotations
@@ -8,22 +14,42 @@ from __future__ import annotations
 import pathlib
 
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Circle
 
-matplotlib.use("Agg")
+FORMATS = ("png", "pdf", "svg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+
+def save(fig: Figure, path, *, format: str = "png", dpi: int = 120) -> str:
+    """Writes ``fig`` to ``path`` with the suffix of ``format`` (png, pdf or svg; the parent
+    folders are created) and returns the path written."""
+    if format not in FORMATS:
+        raise ValueError(f"figure format must be one of {FORMATS}, got {format!r}")
+    path = pathlib.Path(path)
+    path = (
+        path.with_suffix(f".{format}") if path.suffix else path.with_name(f"{path.name}.{format}")
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format=format, dpi=dpi, bbox_inches="tight")
+    return str(path)
+
+
+def _axes(ax, figsize):
+    """(figure, axes): a new one-panel Figure, or the figure of the given ``ax``."""
+    if ax is not None:
+        return ax.figure, ax
+    fig = Figure(figsize=figsize)
+    return fig, fig.add_subplot()
+
+
+def _grid(nrows: int, ncols: int, figsize, **kwargs):
+    """(figure, (nrows, ncols) axes) of a new Figure."""
+    fig = Figure(figsize=figsize, layout=kwargs.pop("layout", None))
+    return fig, fig.subplots(nrows, ncols, squeeze=False, **kwargs)
+
 
 # ---------------------------------------------------- Evaluation: Fig. 3, Fig. 4, Fig. A.1–A.2
-
-
-def _save(fig, path) -> str:
-    """Writes fig to path (PNG; parent folders created) and closes it."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return str(path)
 
 
 def _show_map(ax, array, cmap="viridis", title=None):
@@ -35,36 +61,35 @@ def _show_map(ax, array, cmap="viridis", title=None):
         ax.set_title(title, fontsize=8)
 
 
-def plot_similarity_matrix(similarity, path, *, title="Image-neural cosine similarity", ax=None):
+def plot_similarity_matrix(
+    similarity, *, title="Image-neural cosine similarity", ax=None
+) -> Figure:
     """Fig. A.1: cosine similarity of image-tower maps (rows) and neural-tower maps (columns).
 
     Args:
       similarity: (n, n) with the matched pairs on the diagonal.
-      path: PNG written (ignored when ``ax`` is given, to compose multi-panel figures).
     """
-    own = ax is None
-    if own:
-        fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    fig, ax = _axes(ax, (5.2, 4.4))
     image = ax.imshow(similarity, cmap="viridis", interpolation="nearest")
     ax.set_xlabel("neural-tower feature map (test stimulus)")
     ax.set_ylabel("image-tower feature map (test stimulus)")
     ax.set_title(title, fontsize=9)
-    ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="cosine similarity")
-    return _save(fig, path) if own else None
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="cosine similarity")
+    return fig
 
 
-def plot_similarity_matrices(similarities: dict, path, *, suptitle=None) -> str:
+def plot_similarity_matrices(similarities: dict, *, suptitle=None) -> Figure:
     """Fig. A.1 for several mice/models side by side: {label: (n, n) similarity}."""
     n = len(similarities)
-    fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 4.0), squeeze=False)
+    fig, axes = _grid(1, n, (4.6 * n, 4.0))
     for ax, (label, similarity) in zip(axes[0], similarities.items(), strict=True):
-        plot_similarity_matrix(similarity, None, title=label, ax=ax)
+        plot_similarity_matrix(similarity, title=label, ax=ax)
     if suptitle:
         fig.suptitle(suptitle)
-    return _save(fig, path)
+    return fig
 
 
-def plot_feature_maps(images, maps: dict, path, *, titles=None) -> str:
+def plot_feature_maps(images, maps: dict, *, titles=None) -> Figure:
     """Fig. 4a / Fig. A.2: each stimulus beside its image-tower and neural-tower feature maps.
 
     Args:
@@ -75,7 +100,7 @@ def plot_feature_maps(images, maps: dict, path, *, titles=None) -> str:
     """
     n = len(images)
     n_cols = 1 + 2 * len(maps)
-    fig, axes = plt.subplots(n, n_cols, figsize=(2.6 * n_cols, 0.85 * n + 0.6), squeeze=False)
+    fig, axes = _grid(n, n_cols, (2.6 * n_cols, 0.85 * n + 0.6))
     for row in range(n):
         _show_map(axes[row, 0], images[row], cmap="gray", title="stimulus" if row == 0 else None)
         if titles is not None:
@@ -94,10 +119,10 @@ def plot_feature_maps(images, maps: dict, path, *, titles=None) -> str:
                 title=f"{label}\nneural-tower map" if first else None,
             )
     fig.subplots_adjust(wspace=0.05, hspace=0.08)
-    return _save(fig, path)
+    return fig
 
 
-def plot_topk_retrieval(images, similarity, query_rows, path, *, n_retrieved=5) -> str:
+def plot_topk_retrieval(images, similarity, query_rows, *, n_retrieved=5) -> Figure:
     """Fig. 3: for each neural query, its true stimulus and the n_retrieved most similar images.
 
     Args:
@@ -108,9 +133,7 @@ def plot_topk_retrieval(images, similarity, query_rows, path, *, n_retrieved=5) 
     above every retrieved image.
     """
     n = len(query_rows)
-    fig, axes = plt.subplots(
-        n, n_retrieved + 1, figsize=(2.4 * (n_retrieved + 1), 0.9 * n + 0.6), squeeze=False
-    )
+    fig, axes = _grid(n, n_retrieved + 1, (2.4 * (n_retrieved + 1), 0.9 * n + 0.6))
     for row, query in enumerate(query_rows):
         scores = np.asarray(similarity)[:, query]
         order = np.argsort(-scores, kind="stable")[:n_retrieved]
@@ -133,17 +156,19 @@ def plot_topk_retrieval(images, similarity, query_rows, path, *, n_retrieved=5) 
     title = f"Top-{n_retrieved} images retrieved from neural responses (green: true stimulus)"
     fig.suptitle(title, fontsize=9)
     fig.subplots_adjust(wspace=0.05, hspace=0.35)
-    return _save(fig, path)
+    return fig
 
 
-def plot_variance_spectra(spectra: dict, path, *, title="PCA variance spectra") -> str:
+def plot_variance_spectra(spectra: dict, *, title="PCA variance spectra", ax=None) -> Figure:
     """Fig. 4b: normalized PCA variance vs PC rank (log-log) with the fitted power laws.
 
     Args:
       spectra: {label: {"variance": (K,), "alpha": float, "fit_range": (lo, hi)}}.
     """
-    fig, ax = plt.subplots(figsize=(4.8, 4.0))
-    for (label, spectrum), color in zip(spectra.items(), plt.cm.tab10.colors, strict=False):
+    fig, ax = _axes(ax, (4.8, 4.0))
+    for (label, spectrum), color in zip(
+        spectra.items(), matplotlib.colormaps["tab10"].colors, strict=False
+    ):
         var = np.asarray(spectrum["variance"], dtype=np.float64)
         ranks = np.arange(1, len(var) + 1)
         keep = var > 0
@@ -171,10 +196,12 @@ def plot_variance_spectra(spectra: dict, path, *, title="PCA variance spectra") 
     ax.set_ylabel("fraction of variance")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, frameon=False)
-    return _save(fig, path)
+    return fig
 
 
-def plot_retrieval_bars(accuracies: dict, path, *, title, ylabel="retrieval accuracy (%)") -> str:
+def plot_retrieval_bars(
+    accuracies: dict, *, title, ylabel="retrieval accuracy (%)", ax=None
+) -> Figure:
     """Grouped bars of top-k accuracy (Fig. 4c; Table 1 at a glance).
 
     Args:
@@ -184,7 +211,7 @@ def plot_retrieval_bars(accuracies: dict, path, *, title, ylabel="retrieval accu
     groups = list(accuracies)
     keys = list(next(iter(accuracies.values())))
     width = 0.8 / len(keys)
-    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(groups), 3.6))
+    fig, ax = _axes(ax, (1.6 + 1.4 * len(groups), 3.6))
     for j, key in enumerate(keys):
         x = np.arange(len(groups)) + (j - (len(keys) - 1) / 2) * width
         values = [np.asarray(accuracies[g][key], dtype=np.float64) for g in groups]
@@ -196,7 +223,7 @@ def plot_retrieval_bars(accuracies: dict, path, *, title, ylabel="retrieval accu
     ax.set_ylim(0, 100)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8, frameon=False)
-    return _save(fig, path)
+    return fig
 
 
 # -------------------------------------------------------------------- Analyses: Fig. 5 and Fig. 6
@@ -209,7 +236,7 @@ def _as_groups(values) -> dict:
     return dict(values) if isinstance(values, dict) else {"": values}
 
 
-def plot_pathway_ssim(local, global_, path, *, title="Pathway masking") -> str:
+def plot_pathway_ssim(local, global_, *, title="Pathway masking", ax=None) -> Figure:
     """Fig. 5a: SSIM of the map with only one pathway kept to the full map, per stimulus.
 
     Args:
@@ -217,7 +244,7 @@ def plot_pathway_ssim(local, global_, path, *, title="Pathway masking") -> str:
         {mouse: (S,)} dicts with the same keys (one pair of boxes per mouse).
     """
     local, global_ = _as_groups(local), _as_groups(global_)
-    fig, ax = plt.subplots(figsize=(2.2 + 1.3 * len(local), 3.4))
+    fig, ax = _axes(ax, (2.2 + 1.3 * len(local), 3.4))
     rng = np.random.default_rng(0)
     ticks, labels = [], []
     for g, label in enumerate(local):
@@ -250,10 +277,10 @@ def plot_pathway_ssim(local, global_, path, *, title="Pathway masking") -> str:
     ax.set_ylim(min(0.0, ax.get_ylim()[0]), 1.02)
     ax.set_title(title, fontsize=9)
     ax.spines[["top", "right"]].set_visible(False)
-    return _save(fig, path)
+    return fig
 
 
-def plot_occlusion_example(image, occluded, rf_map, centres, path, *, sigma=4.0) -> str:
+def plot_occlusion_example(image, occluded, rf_map, centres, *, sigma=4.0) -> Figure:
     """Fig. 5b: the stimulus with Gaussian windows, one occluded image and the resulting RF map.
 
     Args:
@@ -261,29 +288,28 @@ def plot_occlusion_example(image, occluded, rf_map, centres, path, *, sigma=4.0)
       rf_map: (H, W) normalized RF map of the stimulus.
       centres: (n, 2) (row, col) of a few occlusion centres to outline (3 sigma circles).
     """
-    fig, axes = plt.subplots(3, 1, figsize=(7.0, 6.0))
+    fig, axes = _grid(3, 1, (7.0, 6.0))
+    axes = axes[:, 0]
     _show_map(axes[0], image, cmap="gray", title="stimulus and Gaussian occluders (3 sigma)")
     for k, (row, col) in enumerate(np.asarray(centres)):
         color = "#66C2A5" if k == 0 else "#FC8D62"  # The first centre is the one occluded below.
-        axes[0].add_patch(plt.Circle((col, row), 3 * sigma, fill=False, color=color, lw=1.2))
+        axes[0].add_patch(Circle((col, row), 3 * sigma, fill=False, color=color, lw=1.2))
         axes[0].plot(col, row, "+", color=color, ms=5)
     axes[0].set_xlim(-0.5, image.shape[1] - 0.5)
     axes[0].set_ylim(image.shape[0] - 0.5, -0.5)
     _show_map(axes[1], occluded, cmap="gray", title="occluded at the green centre (Eq. 11)")
     _show_map(axes[2], rf_map, cmap="inferno", title="occlusion importance map (Eq. 14-15)")
-    return _save(fig, path)
+    return fig
 
 
-def plot_occlusion_maps(images, rf_maps, path, *, titles=None) -> str:
+def plot_occlusion_maps(images, rf_maps, *, titles=None) -> Figure:
     """Fig. 5c: stimuli and their occlusion importance maps (overlay), one stimulus per row.
 
     Args:
       images: (n, H, W) stimuli; rf_maps: (n, H, W) normalized RF maps; titles: optional (n,).
     """
     n = len(images)
-    fig, axes = plt.subplots(
-        n, 2, figsize=(9.0, 1.25 * n + 0.5), squeeze=False, layout="constrained"
-    )
+    fig, axes = _grid(n, 2, (9.0, 1.25 * n + 0.5), layout="constrained")
     for i in range(n):
         _show_map(axes[i, 0], images[i], cmap="gray", title="stimulus" if i == 0 else None)
         axes[i, 1].imshow(images[i], cmap="gray", interpolation="nearest")
@@ -297,16 +323,17 @@ def plot_occlusion_maps(images, rf_maps, path, *, titles=None) -> str:
         if titles is not None:
             axes[i, 0].set_ylabel(str(titles[i]), fontsize=7)
     fig.colorbar(overlay, ax=axes[:, 1], shrink=min(1.0, 3.0 / n), label="importance R_hat")
-    return _save(fig, path)
+    return fig
 
 
-def plot_blobs(image, rf_map, blob_masks, path, *, threshold=0.6, sti=None) -> str:
+def plot_blobs(image, rf_map, blob_masks, *, threshold=0.6, sti=None) -> Figure:
     """Fig. 5d: the importance map's 0.6 iso-contour and the blobs it encloses, on the stimulus.
 
     Args:
       image, rf_map: (H, W); blob_masks: list of (H, W) bool; sti: optional STI per blob (labels).
     """
-    fig, axes = plt.subplots(2, 1, figsize=(7.0, 4.2))
+    fig, axes = _grid(2, 1, (7.0, 4.2))
+    axes = axes[:, 0]
     axes[0].imshow(rf_map, cmap="inferno", vmin=0, vmax=1, interpolation="nearest")
     axes[0].contour(rf_map, levels=[threshold], colors="c", linewidths=1.0)
     axes[0].set_title(f"importance map and its {threshold} iso-contour", fontsize=8)
@@ -333,7 +360,7 @@ def plot_blobs(image, rf_map, blob_masks, path, *, threshold=0.6, sti=None) -> s
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
-    return _save(fig, path)
+    return fig
 
 
 def _histograms(ax, groups: dict, bins, xlabel):
@@ -356,27 +383,27 @@ def _histograms(ax, groups: dict, bins, xlabel):
     ax.spines[["top", "right"]].set_visible(False)
 
 
-def plot_blob_counts(counts, path) -> str:
+def plot_blob_counts(counts, *, ax=None) -> Figure:
     """Fig. 5e: number of blobs per image, (S,) or {mouse: (S,)}; legend: mean ± std."""
     groups = _as_groups(counts)
     top = max(int(np.max(v)) if len(v) else 0 for v in groups.values())
-    fig, ax = plt.subplots(figsize=(4.0, 3.0))
+    fig, ax = _axes(ax, (4.0, 3.0))
     _histograms(ax, groups, np.arange(-0.5, top + 1.5), "blobs per image")
     ax.set_title("Blob count", fontsize=9)
-    return _save(fig, path)
+    return fig
 
 
-def plot_blob_sizes(areas, path) -> str:
+def plot_blob_sizes(areas, *, ax=None) -> Figure:
     """Fig. 5f: blob sizes in pixels, (n_blobs,) or {mouse: (n_blobs,)}; legend: mean ± std."""
     groups = _as_groups(areas)
     top = max(float(np.max(v)) if len(v) else 1.0 for v in groups.values())
-    fig, ax = plt.subplots(figsize=(4.0, 3.0))
+    fig, ax = _axes(ax, (4.0, 3.0))
     _histograms(ax, groups, np.linspace(0, top, 30), "blob size (pixels)")
     ax.set_title("Blob size", fontsize=9)
-    return _save(fig, path)
+    return fig
 
 
-def plot_sti_examples(examples, path) -> str:
+def plot_sti_examples(examples) -> Figure:
     """Fig. 5g: blobs with different STI; each example shows the stimulus crop and its skeleton.
 
     Args:
@@ -385,7 +412,7 @@ def plot_sti_examples(examples, path) -> str:
         (R) and ``tortuosity`` (T); ordered from texture to shape.
     """
     n = len(examples)
-    fig, axes = plt.subplots(2, n, figsize=(2.0 * n + 0.4, 3.6), squeeze=False)
+    fig, axes = _grid(2, n, (2.0 * n + 0.4, 3.6))
     for i, ex in enumerate(examples):
         crop = np.where(ex["mask"], ex["crop"], np.nan)
         axes[0, i].imshow(crop, cmap="gray", interpolation="nearest")
@@ -403,13 +430,13 @@ def plot_sti_examples(examples, path) -> str:
     axes[0, 0].set_ylabel("stimulus in blob", fontsize=7)
     axes[1, 0].set_ylabel("edge skeleton", fontsize=7)
     fig.suptitle("texture-dominated  \u2190  STI  \u2192  shape-dominated", fontsize=9)
-    return _save(fig, path)
+    return fig
 
 
-def plot_sti_distribution(sti, path) -> str:
+def plot_sti_distribution(sti, *, ax=None) -> Figure:
     """Fig. 5h: STI over all blobs, (n,) or {mouse: (n,)}; dashed line at 0 (NaN skipped)."""
     groups = _as_groups(sti)
-    fig, ax = plt.subplots(figsize=(4.2, 3.0))
+    fig, ax = _axes(ax, (4.2, 3.0))
     _histograms(ax, groups, np.linspace(-1, 1, 41), "Shape-Texture Index (STI)")
     ax.axvline(0.0, color="k", ls="--", lw=1)
     ax.text(-0.95, ax.get_ylim()[1] * 0.92, "texture", fontsize=7)
@@ -417,10 +444,10 @@ def plot_sti_distribution(sti, path) -> str:
     missing = sum(int(np.sum(~np.isfinite(np.asarray(v, float)))) for v in groups.values())
     note = f" ({missing} blobs without edges left out)" if missing else ""
     ax.set_title("STI distribution" + note, fontsize=9)
-    return _save(fig, path)
+    return fig
 
 
-def plot_ablation(fractions, ranked_curve, random_curves, path, *, target=0.9) -> str:
+def plot_ablation(fractions, ranked_curve, random_curves, *, target=0.9, ax=None) -> Figure:
     """Fig. 6a: SSIM to the full-population map vs the fraction of neurons kept.
 
     Args:
@@ -429,7 +456,7 @@ def plot_ablation(fractions, ranked_curve, random_curves, path, *, target=0.9) -
     """
     ranked, random = _as_groups(ranked_curve), _as_groups(random_curves)
     fractions = 100 * np.asarray(fractions)
-    fig, ax = plt.subplots(figsize=(4.4, 3.3))
+    fig, ax = _axes(ax, (4.4, 3.3))
     for g, label in enumerate(ranked):
         color = _GROUP_COLORS[g % len(_GROUP_COLORS)]
         name = f"{label} " if label else ""
@@ -445,10 +472,12 @@ def plot_ablation(fractions, ranked_curve, random_curves, path, *, target=0.9) -
     ax.set_title("Neuron ablation", fontsize=9)
     ax.legend(fontsize=7, frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
-    return _save(fig, path)
+    return fig
 
 
-def plot_attention_distribution(bin_edges, counts, path, *, mu=None, sigma=None, ks=None) -> str:
+def plot_attention_distribution(
+    bin_edges, counts, *, mu=None, sigma=None, ks=None, ax=None
+) -> Figure:
     """Fig. 6b: density of attention scores on log-spaced bins with the fitted log-normal.
 
     Args:
@@ -459,7 +488,7 @@ def plot_attention_distribution(bin_edges, counts, path, *, mu=None, sigma=None,
     mus, sigmas, kss = (_as_groups(v) if v is not None else {} for v in (mu, sigma, ks))
     edges = np.asarray(bin_edges, float)
     centres = np.sqrt(edges[1:] * edges[:-1])
-    fig, ax = plt.subplots(figsize=(4.6, 3.3))
+    fig, ax = _axes(ax, (4.6, 3.3))
     for g, (label, values) in enumerate(groups.items()):
         color = _GROUP_COLORS[g % len(_GROUP_COLORS)]
         values = np.asarray(values, float)
@@ -490,4 +519,4 @@ def plot_attention_distribution(bin_edges, counts, path, *, mu=None, sigma=None,
     ax.set_title("Attention scores (neuron pairs)", fontsize=9)
     ax.legend(fontsize=7, frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
-    return _save(fig, path)
+    return fig

@@ -10,35 +10,33 @@ mouse), Fig. A.2 (paired feature maps of every model, one figure per mouse) and 
 
 Real data (the four natural-image recordings of configs/m1.py..m4.py in one folder)::
 
-  python experiments/table1.py --workdir workdirs/table1 --data-dir /path/to/stringer
+  python -m experiments.table1 --workdir workdirs/table1 --config.data.dir=/path/to/stringer
 
 Simulated data, on a CPU (configs/synthetic.py: 2,000 neurons, 2,800 images per mouse; the
 baselines shrunk to the CPU sizes of ``CPU_BASELINE`` below)::
 
-  python experiments/table1.py --synthetic --workdir workdirs/table1_synthetic --epochs 10
+  python -m experiments.table1 --synthetic --workdir workdirs/table1_synthetic \
+      --config.train.num_epochs=10
 
-Run ``--help`` for the options (mice, models, epochs, ``--set section.field=value`` overrides).
+``--config.<section>.<field>=value`` overrides every run's config, as in ``dina_jax.main``
+(``--config.data.cache_dir`` defaults to ``ROOT/dina_cache``, one cache for all runs). Run
+``--help`` for the other options (mice, models). ``python experiments/table1.py`` works too.
 """
 
 from __future__ import annotations
 
-import argparse
-import ast
 import json
 import pathlib
-import sys
 
 import numpy as np
+from absl import app, flags
 
-ROOT_DIR = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT_DIR))
-
-from dina_jax import checkpoint, plots  # noqa: E402
-from dina_jax.config import load_config  # noqa: E402
-from dina_jax.data import synthetic  # noqa: E402
-from dina_jax.evaluation import evaluate  # noqa: E402
-from dina_jax.evaluation.run import example_rows  # noqa: E402
-from dina_jax.training import train_and_evaluate  # noqa: E402
+from dina_jax import checkpoint, cli, plots
+from dina_jax.config import apply_overrides, load_config
+from dina_jax.data import synthetic
+from dina_jax.evaluation import evaluate
+from dina_jax.evaluation.run import example_rows
+from dina_jax.training import train_and_evaluate
 
 MODELS = ("dina", "vgg16_mlp", "vit_mlp")
 MODEL_LABELS = {"dina": "Ours (DINA)", "vgg16_mlp": "VGG-16 - MLP", "vit_mlp": "ViT - MLP"}
@@ -56,25 +54,6 @@ CPU_BASELINE = {
 }
 
 
-def apply_overrides(config, assignments) -> None:
-    """Applies ``--set section.field=value`` overrides (value parsed as a Python literal)."""
-    for assignment in assignments or ():
-        key, sep, text = assignment.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects section.field=value, got {assignment!r}")
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            value = text  # A bare string such as white or 8D.
-        *parents, field = key.split(".")
-        node = config
-        for parent in parents:
-            node = node[parent]
-        if field not in node:
-            raise SystemExit(f"--set {assignment}: the config has no field {key}")
-        node[field] = value
-
-
 def name_synthetic_files(config) -> None:
     """Points data.recording/images at the simulated files of data.synthetic.stimset/mouse."""
     stimset, mouse = config.data.synthetic.stimset, config.data.synthetic.mouse
@@ -82,8 +61,11 @@ def name_synthetic_files(config) -> None:
     config.data.images = synthetic.images_filename(stimset, mouse)
 
 
-def mouse_config(mouse: str, *, synthetic: bool, n_synthetic_mice: int, root: pathlib.Path, args):
-    """The config of one mouse: configs/<mouse>.py, or the simulated mouse ``sim<i>``."""
+def mouse_config(
+    mouse: str, *, synthetic: bool, n_synthetic_mice: int, root: pathlib.Path, overrides: dict
+):
+    """The config of one mouse: configs/<mouse>.py, or the simulated mouse ``sim<i>``, with the
+    command line's overrides."""
     if synthetic:
         config = load_config("synthetic")
         config.data.synthetic.n_mice = n_synthetic_mice
@@ -93,13 +75,9 @@ def mouse_config(mouse: str, *, synthetic: bool, n_synthetic_mice: int, root: pa
             config.model[block][field] = value
     else:
         config = load_config(mouse)
-    if args.data_dir:
-        config.data.dir = args.data_dir
     # One cache for all runs: the simulated mice are generated (and recordings parsed) once.
-    config.data.cache_dir = args.cache_dir or str(root / "dina_cache")
-    if args.epochs:
-        config.train.num_epochs = args.epochs
-    apply_overrides(config, args.set)
+    config.data.cache_dir = str(root / "dina_cache")
+    apply_overrides(config, overrides)
     if synthetic:
         name_synthetic_files(config)
     return config
@@ -181,8 +159,10 @@ def context_table(rows: dict, key: str, topk=(1, 5, 10)) -> str:
     return "\n".join(lines)
 
 
-def write_figures(rows: dict, models, root: pathlib.Path) -> list[str]:
-    """Fig. A.1 (DINA's similarity matrix per mouse), Fig. A.2 per mouse, the table as bars."""
+def write_figures(rows: dict, models, root: pathlib.Path, figure_format=None) -> list[str]:
+    """Fig. A.1 (DINA's similarity matrix per mouse), Fig. A.2 per mouse, the table as bars
+    (PNG, or ``figure_format``)."""
+    options = {"format": figure_format} if figure_format else {}
     from dina_jax.data import pipeline
 
     figures = root / "figures"
@@ -199,10 +179,13 @@ def write_figures(rows: dict, models, root: pathlib.Path) -> list[str]:
     }
     if matrices:
         paths.append(
-            plots.plot_similarity_matrices(
-                matrices,
-                figures / "figA1_similarity_matrices.png",
-                suptitle="Image-neural similarity matrices on the test set (Fig. A.1)",
+            plots.save(
+                plots.plot_similarity_matrices(
+                    matrices,
+                    suptitle="Image-neural similarity matrices on the test set (Fig. A.1)",
+                ),
+                figures / "figA1_similarity_matrices",
+                **options,
             )
         )
     for row in rows:
@@ -213,19 +196,17 @@ def write_figures(rows: dict, models, root: pathlib.Path) -> list[str]:
         any_maps = next(iter(maps[row].values()))
         positions = example_rows(len(any_maps["test_rows"]), config.eval.n_example_stimuli)
         images = dataset.images[any_maps["test_rows"][positions]]
-        paths.append(
-            plots.plot_feature_maps(
-                images,
-                {
-                    MODEL_LABELS[m]: (
-                        maps[row][m]["z_img"][positions],
-                        maps[row][m]["z_neu"][positions],
-                    )
-                    for m in maps[row]
-                },
-                figures / f"figA2_feature_maps_{row}.png",
-            )
+        fig = plots.plot_feature_maps(
+            images,
+            {
+                MODEL_LABELS[m]: (
+                    maps[row][m]["z_img"][positions],
+                    maps[row][m]["z_neu"][positions],
+                )
+                for m in maps[row]
+            },
         )
+        paths.append(plots.save(fig, figures / f"figA2_feature_maps_{row}", **options))
     bars = {
         MODEL_LABELS[m]: {
             f"top{k}": [
@@ -237,84 +218,71 @@ def write_figures(rows: dict, models, root: pathlib.Path) -> list[str]:
     }
     bars = {label: v for label, v in bars.items() if v["top1"]}
     if bars:
-        paths.append(
-            plots.plot_retrieval_bars(
-                bars, figures / "table1_bars.png", title="280-way retrieval (Table 1; dots: mice)"
-            )
-        )
+        fig = plots.plot_retrieval_bars(bars, title="280-way retrieval (Table 1; dots: mice)")
+        paths.append(plots.save(fig, figures / "table1_bars", **options))
     return paths
 
 
-def add_run_options(parser) -> None:
-    """Adds the options every experiment script shares: epochs, data/cache folders, overrides."""
-    parser.add_argument("--epochs", type=int, default=0, help="Override train.num_epochs.")
-    parser.add_argument("--data-dir", default="", help="Override data.dir (real data).")
-    parser.add_argument(
-        "--cache-dir", default="", help="data.cache_dir of every run (default ROOT/dina_cache)."
+def define_flags() -> None:
+    """The command line (defined only when run as a script: absl flags are global)."""
+    flags.DEFINE_string("workdir", None, "Root folder: ROOT/<mouse>/<model>/.", required=True)
+    flags.DEFINE_bool("synthetic", False, "Use the simulated V1 data.")
+    flags.DEFINE_list(
+        "mice",
+        None,
+        "Config names (m1,m2,m3,m4) or, with --synthetic, simulated mice sim0,sim1,... "
+        "(default: m1-m4, or sim0,sim1 with --synthetic).",
     )
-    parser.add_argument(
-        "--set",
-        action="append",
-        metavar="SECTION.FIELD=VALUE",
-        help="Config override for every run, e.g. --set data.synthetic.n_neurons=500 (repeatable).",
-    )
+    flags.DEFINE_list("models", list(MODELS), f"Models to train, from {','.join(MODELS)}.")
+    cli.define_config_overrides("Overrides of every run's config.")
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", required=True, help="Root folder: ROOT/<mouse>/<model>/.")
-    parser.add_argument("--synthetic", action="store_true", help="Use the simulated V1 data.")
-    parser.add_argument(
-        "--mice",
-        nargs="+",
-        default=None,
-        help="Config names (m1 m2 m3 m4) or, with --synthetic, simulated mice sim0 sim1 ... "
-        "(default: m1-m4, or sim0 sim1 with --synthetic).",
-    )
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
-    add_run_options(parser)
-    return parser.parse_args(argv)
-
-
-def main(argv=None) -> dict:
-    args = parse_args(argv)
-    root = pathlib.Path(args.workdir).resolve()
-    mice = args.mice or (["sim0", "sim1"] if args.synthetic else list(REAL_MICE))
+def main(argv) -> dict:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    FLAGS = flags.FLAGS
+    unknown = set(FLAGS.models) - set(MODELS)
+    if unknown:
+        raise app.UsageError(f"--models: unknown {sorted(unknown)}; choose from {MODELS}")
+    root = pathlib.Path(FLAGS.workdir).resolve()
+    mice = FLAGS.mice or (["sim0", "sim1"] if FLAGS.synthetic else list(REAL_MICE))
     n_synthetic_mice = 1 + max((int(m.removeprefix("sim")) for m in mice), default=0)
+    overrides = cli.config_overrides()
     rows = {}
     for mouse in mice:
         rows[mouse] = {}
-        for model in args.models:
+        for model in FLAGS.models:
             config = mouse_config(
                 mouse,
-                synthetic=args.synthetic,
+                synthetic=FLAGS.synthetic,
                 n_synthetic_mice=n_synthetic_mice,
                 root=root,
-                args=args,
+                overrides=overrides,
             )
             config.model.name = model
             rows[mouse][model] = run_or_resume(config, root / mouse / model)
     title = (
         "Table 1: image retrieval accuracy (%) from neural-derived representations, "
         f"{next(iter(next(iter(rows.values())).values()))['n_test']}-way"
-        + (" (simulated data)" if args.synthetic else "")
+        + (" (simulated data)" if FLAGS.synthetic else "")
     )
     text = accuracy_table(
         {m.upper(): r for m, r in rows.items()},
-        {m: MODEL_LABELS[m] for m in args.models},
+        {m: MODEL_LABELS[m] for m in FLAGS.models},
         title=title,
     )
-    text += "\n\n" + context_table({m.upper(): r for m, r in rows.items()}, args.models[0])
+    text += "\n\n" + context_table({m.upper(): r for m, r in rows.items()}, FLAGS.models[0])
     print(text)
     (root / "table1.txt").write_text(text + "\n")
     summary = {
         mouse: {model: runs[model]["retrieval"] for model in runs} for mouse, runs in rows.items()
     }
     (root / "table1.json").write_text(json.dumps(summary, indent=2) + "\n")
-    for path in write_figures(rows, list(args.models), root):
+    for path in write_figures(rows, list(FLAGS.models), root, overrides.get("figures.format")):
         print(f"wrote {path}")
     return rows
 
 
 if __name__ == "__main__":
-    main()
+    define_flags()
+    app.run(main, flags_parser=cli.parse_flags)

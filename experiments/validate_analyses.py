@@ -1,8 +1,12 @@
 """Validates the interpretability analyses against known answers and the simulator's ground truth.
 
-  python experiments/validate_analyses.py                       # the known-answer checks only
-  python experiments/validate_analyses.py --workdir DIR         # + a run trained on simulated V1
-  python experiments/validate_analyses.py --workdir DIR --n-images 24 --stride 6   # CPU-sized
+  python -m experiments.validate_analyses                 # the known-answer checks only
+  python -m experiments.validate_analyses --workdir DIR   # + a run trained on simulated V1
+  python -m experiments.validate_analyses --workdir DIR \
+      --config.analysis.n_images=24 --config.analysis.occlusion.stride=6   # CPU-sized
+
+(``--config.<section>.<field>`` overrides the run's config, as in ``dina_jax.main``;
+``python experiments/validate_analyses.py`` works too.)
 
 Known answers (seconds, no model needed):
   occlusion   a feature function that reads only the image rows 20-40, cols 100-140: the map must
@@ -24,14 +28,15 @@ Prints every number and exits 1 if a check fails.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import app, flags
 
+from dina_jax import cli
 from dina_jax.analysis import attention_stats, blobs, occlusion
 from dina_jax.models.attention import attention_histogram, attention_probabilities
 
@@ -137,16 +142,14 @@ def attention_blockwise_vs_materialized() -> None:
     )
 
 
-def ground_truth_checks(workdir: str, n_images: int = 0, stride: int = 0) -> None:
-    """Analyses ``workdir`` (0: the run's own n_images / occlusion stride) and checks the result."""
+def ground_truth_checks(workdir: str, overrides: dict | None = None) -> None:
+    """Analyses ``workdir`` (its config with ``overrides``) and checks the result."""
     from dina_jax.analysis.run import analyze
     from dina_jax.checkpoint import run_config
+    from dina_jax.config import apply_overrides
 
     config = run_config(workdir)
-    if n_images:
-        config.analysis.n_images = n_images
-    if stride:
-        config.analysis.occlusion.stride = stride
+    apply_overrides(config, overrides or {})
     summary = analyze(config, workdir)
     if "validation" not in summary:
         check("ground truth", False, f"{workdir} is not a run on simulated data")
@@ -176,20 +179,24 @@ def ground_truth_checks(workdir: str, n_images: int = 0, stride: int = 0) -> Non
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", default="", help="a run trained on simulated data")
-    parser.add_argument("--n-images", type=int, default=0, help="test stimuli (0: the config's)")
-    parser.add_argument("--stride", type=int, default=0, help="occlusion stride (0: the config's)")
-    args = parser.parse_args()
+def define_flags() -> None:
+    """The command line (defined only when run as a script: absl flags are global)."""
+    flags.DEFINE_string("workdir", "", "A run trained on simulated data (optional).")
+    cli.define_config_overrides("Overrides of the run's config.")
+
+
+def main(argv) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     occlusion_known_region()
     sti_known_shapes()
     attention_blockwise_vs_materialized()
-    if args.workdir:
-        ground_truth_checks(args.workdir, args.n_images, args.stride)
+    if flags.FLAGS.workdir:
+        ground_truth_checks(flags.FLAGS.workdir, cli.config_overrides())
     print(f"{len(FAILURES)} check(s) failed" + (f": {FAILURES}" if FAILURES else ""))
     sys.exit(1 if FAILURES else 0)
 
 
 if __name__ == "__main__":
-    main()
+    define_flags()
+    app.run(main, flags_parser=cli.parse_flags)

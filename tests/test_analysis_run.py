@@ -55,9 +55,15 @@ def _write_run(workdir, config, params, stats, split):
     pipeline.save_split(os.path.join(workdir, "split.json"), split)
 
 
-def test_analyze_writes_results_and_figures_then_resumes(tiny_run, monkeypatch):
+def test_analyze_writes_results_and_figures_then_resumes(tiny_run, monkeypatch, capsys):
     config, workdir, _ = tiny_run
     summary = run.analyze(config, workdir)
+    # One line per stage with its time, and the occlusion maps' ETA (a log file has no bars).
+    printed = capsys.readouterr().out
+    stages_run = [line for line in printed.splitlines() if line.startswith("analysis ")]
+    assert stages_run[0].startswith("analysis 1/") and "(elapsed " in stages_run[0]
+    assert len(stages_run) == int(stages_run[0].split("/")[1].split()[0])
+    assert "occlusion maps 1/2:" in printed and "ETA" in printed
     with h5py.File(os.path.join(workdir, "analysis.h5")) as h5:
         assert {"pathways", "occlusion", "blobs", "ablation", "attention", "validation"} <= set(h5)
         assert h5["occlusion/maps"].shape == (2, 68, 270) and h5["occlusion/done"][...].all()

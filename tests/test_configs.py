@@ -1,14 +1,22 @@
-"""Every config in configs/ loads, adds no field the base config lacks, and has the data fields."""
+"""Every packaged config loads, adds no field the base config lacks, and has the data fields;
+``configs/`` at the root is the same folder, and every name resolves from any folder."""
 
 import glob
 import os
+import pathlib
 
 import pytest
 
-from dina_jax.config import get_base_config, load_config
+from dina_jax.config import (
+    CONFIGS_DIR,
+    available_configs,
+    config_path,
+    get_base_config,
+    load_config,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG_FILES = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
+CONFIG_FILES = sorted(glob.glob(os.path.join(ROOT, "dina_jax", "configs", "[!_]*.py")))
 
 
 def _flat_keys(config, prefix=""):
@@ -60,3 +68,35 @@ def test_config_docstring_holds_the_launch_command(path):
     with open(path) as f:
         source = f.read()
     assert "python -m dina_jax.main --config configs/" + os.path.basename(path) in source
+
+
+def test_root_configs_is_a_link_to_the_packaged_folder():
+    # One copy of each config: configs/ in the clone is a symbolic link, not a second folder.
+    root_configs = pathlib.Path(ROOT, "configs")
+    assert root_configs.is_symlink()
+    assert root_configs.resolve() == CONFIGS_DIR
+    assert sorted(p.name for p in root_configs.glob("[!_]*.py")) == [
+        os.path.basename(p) for p in CONFIG_FILES
+    ]
+
+
+def test_every_name_loads_from_another_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no configs/ here: names and configs/<name>.py are packaged
+    names = available_configs()
+    assert len(names) == len(CONFIG_FILES) + 1 and "__init__" not in names
+    for name in names:
+        assert load_config(name).data.source in ("files", "synthetic")
+    assert config_path("configs/m1.py") == CONFIGS_DIR / "m1.py"
+    assert load_config("configs/tiny.py").train.batch_size == load_config("tiny").train.batch_size
+
+
+def test_an_existing_local_file_wins_over_the_packaged_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "m1.py").write_text(
+        "from dina_jax.config import get_base_config\n\n\n"
+        "def get_config():\n    config = get_base_config()\n    config.seed = 7\n"
+        "    return config\n"
+    )
+    assert load_config("configs/m1.py").seed == 7
+    assert load_config("m1").seed == 0

@@ -36,6 +36,35 @@ def test_unknown_config_key_is_a_one_line_error(tmp_path):
     _assert_one_line_error(result, "no_such_key")
 
 
+@pytest.mark.parametrize("config", ["tiny", "configs/tiny.py", "--config=configs/tiny.py"])
+def test_config_names_resolve_from_any_folder(tmp_path, config):
+    # Outside the repository (no configs/ link there) a name or configs/<name>.py is packaged;
+    # the override error shows that the file was found and loaded.
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    args = [config] if config.startswith("--") else ["--config", config]
+    result = subprocess.run(
+        [sys.executable, "-m", "dina_jax.main", *args, "--workdir", str(tmp_path / "run")]
+        + ["--config.data.no_such_key=1"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    _assert_one_line_error(result, "no_such_key")
+
+
+def test_resolve_config_argument_keeps_other_arguments():
+    from dina_jax.cli import resolve_config_argument
+    from dina_jax.config import CONFIGS_DIR
+
+    argv = ["prog", "--config", "m1", "--workdir", "configs/x", "--config=no_such:arg"]
+    assert resolve_config_argument(argv) == [
+        "prog", "--config", str(CONFIGS_DIR / "m1.py"), "--workdir", "configs/x",
+        "--config=no_such:arg",
+    ]  # fmt: skip
+
+
 def test_bad_training_option_is_a_one_line_error_and_writes_nothing(tmp_path):
     workdir = tmp_path / "run"
     cases = [

@@ -2,13 +2,16 @@
 
 The execution injects parameters the way papermill does (a cell after the one tagged
 ``parameters``) and runs the notebook in a fresh ``python3`` kernel of this interpreter, with two
-fake CPU devices so that the pmapped training step really splits its batches.
+fake CPU devices so that the pmapped training step really splits its batches. The package is
+importable there, so the clone-and-install cell does nothing, as on a machine that installed it.
 """
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
+import re
 import sys
 
 import nbformat
@@ -17,6 +20,11 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(ROOT, "experiments", "colab_tpu.ipynb")
 PARAMETERS = (
+    "repo_url",
+    "repo_ref",
+    "use_drive",
+    "drive_workdir",
+    "accelerator",
     "config_name",
     "data_dir",
     "num_epochs",
@@ -56,6 +64,23 @@ def test_committed_notebook_is_valid_clean_and_parameterized():
     assert set(PARAMETERS) <= set(namespace)
 
 
+def test_links_work_outside_the_repository():
+    # Colab opens the notebook alone: links are absolute, to the project's own repository.
+    parser = configparser.ConfigParser()
+    parser.read(os.path.join(ROOT, "setup.cfg"))
+    repository = parser["metadata"]["url"]
+    notebook = _read()
+    text = "\n".join(cell.source for cell in notebook.cells)
+    links = re.findall(r"\]\(([^)]+)\)", text)
+    assert links and all(link.startswith("https://") for link in links), links
+    github = [link for link in links if "github" in link]
+    colab = repository.replace("https://github.com", "https://colab.research.google.com/github")
+    assert all(link.startswith((repository, colab)) for link in github), github
+    assert f'repo_url = "{repository}"' in notebook.cells[_parameters_cell(notebook)].source
+    with open(os.path.join(ROOT, "README.md")) as f:
+        assert f"{colab}/blob/main/experiments/colab_tpu.ipynb" in f.read()  # the badge
+
+
 def _kernel_spec_dir(root) -> str:
     """A kernelspec ``python3`` that runs this interpreter, whatever the machine has installed."""
     folder = root / "kernels" / "python3"
@@ -82,7 +107,9 @@ def test_notebook_runs_end_to_end_on_the_tiny_config(
         "num_epochs": 1,
         "n_analysis_images": 2,
         "workdir": str(workdir),
-        "repo_dir": ROOT,
+        "repo_dir": str(tmp_path / "clone"),  # never cloned: dina_jax is importable
+        # A TPU runtime whose JAX sees only the CPU (as after pip replaced Colab's JAX).
+        "accelerator": "tpu",
         "cache_dir": tiny_config.data.cache_dir,
         # A coarse occlusion grid (4 x 16 centres) and 3 subset sizes: a smoke test, not Fig. 5-6.
         "overrides": {
@@ -120,5 +147,9 @@ def test_notebook_runs_end_to_end_on_the_tiny_config(
     text = "".join(o.get("text", "") for o in outputs)
     assert "2 devices" in text, "the kernel did not see the two fake devices"
     assert "2 device(s) x 8 examples" in text
+    assert "WARNING: this is a TPU runtime but JAX sees only the CPU" in text
+    assert 'pip install -U "jax[tpu]"' in text
+    assert not (tmp_path / "clone").exists()
+    assert f"TensorBoard: tensorboard --logdir {workdir / 'tensorboard'}" in text
     # Every figure the library wrote is displayed, plus the notebook's own three.
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= len(figures) + 3

@@ -10,6 +10,7 @@ import functools
 import json
 import math
 import os
+import pathlib
 import shutil
 import signal
 import subprocess
@@ -96,7 +97,63 @@ def full_run(tiny_config, env, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("full") / "run"
     result = _run(_cli(workdir, tiny_config), env)
     assert result.returncode == 0, result.stderr[-4000:]
+    # What a person reading the job's log sees (stdout and stderr are files here, not a terminal).
+    (workdir.parent / "stdout.txt").write_text(result.stdout)
+    (workdir.parent / "stderr.txt").write_text(result.stderr)
     return workdir
+
+
+def _events(folder) -> list:
+    """Every Event proto of the TensorBoard event files in ``folder`` (TFRecord framing: length,
+    its CRC, the record, its CRC)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    events = []
+    for path in sorted(pathlib.Path(folder).glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        offset = 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset : offset + 8])
+            event = event_pb2.Event()
+            event.ParseFromString(data[offset + 12 : offset + 12 + length])
+            events.append(event)
+            offset += 12 + length + 4
+    return events
+
+
+def test_log_is_readable_and_tensorboard_gets_scalars_config_and_figures(full_run, tiny_config):
+    stdout = (full_run.parent / "stdout.txt").read_text()
+    stderr = (full_run.parent / "stderr.txt").read_text()
+    # No progress bar in a file: tqdm draws only on a terminal.
+    assert "\r" not in stdout and "\r" not in stderr and "it/s" not in stderr
+    epochs = tiny_config.train.num_epochs
+    lines = [line for line in stdout.splitlines() if line.startswith("epoch ")]
+    assert len(lines) == epochs, stdout
+    assert "/epoch, ETA" in lines[0] and f"({epochs - 1} more)" in lines[0]
+    assert lines[-1].endswith("/epoch, done")
+    assert f"TensorBoard logs: tensorboard --logdir {full_run / 'tensorboard'}" in stdout
+    # The job ends with its numbers and what it wrote.
+    summary = stdout[stdout.index("== summary") :]
+    assert "best val_loss" in summary and "test retrieval" in summary
+    assert "results.json" in summary and "tensorboard" in summary and "figures/" in summary
+
+    events = _events(full_run / "tensorboard")
+    tags = {value.tag for event in events for value in event.summary.value}
+    assert {"train/train_loss", "epoch/val_loss", "epoch/val_retrieval_top1"} <= tags
+    assert {"test/retrieval/top1", "evaluation/similarity_matrix"} <= tags
+    images = [
+        value.image
+        for event in events
+        for value in event.summary.value
+        if value.tag == "evaluation/feature_maps"
+    ]
+    assert images and images[0].encoded_image_string[:4] == b"\x89PNG"
+    # The config as hyperparameters (the HPARAMS plugin's session start info).
+    hparams = [v for e in events for v in e.summary.value if v.metadata.plugin_data.plugin_name]
+    content = b"".join(v.metadata.plugin_data.content for v in hparams)
+    assert b"train.batch_size" in content and b"model.neural.d_model" in content
 
 
 def test_run_writes_metrics_from_step_one_and_checkpoints(full_run, tiny_config, tiny_dataset):

@@ -30,11 +30,13 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import h5py
 import jax
 import numpy as np
 
+from dina_jax import progress
 from dina_jax.analysis import stages
 from dina_jax.checkpoint import load_run
 
@@ -86,18 +88,28 @@ def analyze(config, workdir: str) -> dict:
         h5.attrs["workdir"] = os.path.abspath(workdir)
         _write_rows(h5, rows)
         keys: dict[str, str] = {}  # The settings key of every stage run so far.
-        for stage in stages.STAGES:
-            if not stage.applies(inputs):
-                continue
+        applicable = [stage for stage in stages.STAGES if stage.applies(inputs)]
+        started = time.time()
+        for number, stage in enumerate(applicable, start=1):
+            stage_started = time.time()
             block = _config_block(an, stage)
             keys[stage.name] = _settings_key(stage, block, rows, keys)
             group, done = _open_stage(h5, stage, keys[stage.name])
-            context = stages.StageContext(inputs, block, an, h5, group, figure_dir)
+            context = stages.StageContext(
+                inputs, block, an, h5, group, figure_dir, run_config.get("figures")
+            )
             if not done:
                 _write(group, *stage.compute(context))
             summary[stage.name] = _scalars(group)
             if stage.figures is not None:
                 figures.extend(stage.figures(context))
+            print(
+                f"analysis {number}/{len(applicable)} {stage.name}: "
+                + ("stored, " if done else "")
+                + f"{progress.format_duration(time.time() - stage_started)} "
+                f"(elapsed {progress.format_duration(time.time() - started)})",
+                flush=True,
+            )
     summary["figures"] = figures
     with open(os.path.join(workdir, "analysis.json"), "w") as f:
         json.dump(summary, f, indent=2, sort_keys=True, default=float)

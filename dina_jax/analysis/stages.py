@@ -35,9 +35,8 @@ import h5py
 import jax
 import ml_collections
 import numpy as np
-from tqdm import tqdm
 
-from dina_jax import plots
+from dina_jax import plots, progress
 from dina_jax.analysis import (
     ablation,
     attention_contribution,
@@ -89,7 +88,8 @@ class StageContext:
       analysis: the whole ``config.analysis`` (a figure may follow another stage's settings).
       h5: the open ``analysis.h5``; ``h5[name]`` holds the results of a stage this one depends on.
       group: the stage's own group (a resumable stage keeps its partial results there).
-      figure_dir: the folder of the PNGs (``workdir/figures``).
+      figure_dir: the folder of the figures (``workdir/figures``).
+      figures: ``config.figures`` (format and dpi of :meth:`save`); None: PNG at 120 dpi.
     """
 
     inputs: Inputs
@@ -98,10 +98,16 @@ class StageContext:
     h5: h5py.File
     group: h5py.Group
     figure_dir: str
+    figures: ml_collections.ConfigDict | None = None
 
     def figure(self, name: str) -> str:
-        """Path of the PNG ``name`` in the figure folder."""
+        """Path of the file ``name`` in the figure folder."""
         return os.path.join(self.figure_dir, name)
+
+    def save(self, fig, name: str) -> str:
+        """Writes a Figure as ``name`` (its suffix becomes the configured format); the path."""
+        options = {} if self.figures is None else dict(self.figures.to_dict())
+        return plots.save(fig, self.figure(name), **options)
 
 
 def always(inputs: Inputs) -> bool:
@@ -130,7 +136,7 @@ def _dina_only(inputs: Inputs) -> bool:
 
 
 def _progress(description: str, unit: str) -> Callable:
-    return lambda iterable: tqdm(iterable, desc=description, unit=unit)
+    return lambda iterable: progress.bar(iterable, desc=description, unit=unit, leave=False)
 
 
 # ------------------------------------------------------------------- pathways (Sec. 4.4, Fig. 5a)
@@ -150,8 +156,9 @@ def _pathways_compute(ctx: StageContext) -> tuple[dict, dict]:
 
 def _pathways_figures(ctx: StageContext) -> list[str]:
     return [
-        plots.plot_pathway_ssim(
-            ctx.group["local"][...], ctx.group["global"][...], ctx.figure("fig5a_pathway_ssim.png")
+        ctx.save(
+            plots.plot_pathway_ssim(ctx.group["local"][...], ctx.group["global"][...]),
+            "fig5a_pathway_ssim.png",
         )
     ]
 
@@ -185,12 +192,22 @@ def _occlusion_compute(ctx: StageContext) -> tuple[dict, dict]:
     feature_fn = image_feature_fn(run.model, run.params)
     todo = np.nonzero(~group["done"][...])[0]
     seconds = []
-    for i in tqdm(todo, desc="occlusion maps", unit="image", disable=not len(todo)):
+    # A line at every quarter (after the first image, which compiles): the ETA in a log file.
+    report_at = {1, *(round(len(todo) * q / 4) for q in (1, 2, 3))} - {0, len(todo)}
+    for count, i in enumerate(progress.bar(todo, desc="occlusion maps", unit="image"), start=1):
         start = time.perf_counter()
         group["maps"][i] = np.asarray(occlusion.occlusion_map(feature_fn, run.images[i], **options))
         seconds.append(time.perf_counter() - start)
         group["done"][i] = True
         group.file.flush()
+        if count in report_at:
+            pace = float(np.mean(seconds[1:] or seconds))
+            left = progress.eta(pace, len(todo) - count)
+            print(
+                f"  occlusion maps {count}/{len(todo)}: {progress.format_duration(pace)}/image, "
+                f"ETA {progress.format_duration(left)}",
+                flush=True,
+            )
     grid = occlusion.occlusion_grid(*run.images.shape[1:], ctx.block.stride)
     scalars = dict(n_centres=int(np.prod([len(g) for g in grid])))
     if seconds:  # The first image includes compilation.
@@ -226,16 +243,15 @@ def _occlusion_figures(ctx: StageContext) -> list[str]:
     occluded = np.asarray(occlusion.occlude(images[shown], gy[0], gx[0], iny[0], inx[0], alpha))
     n_show = min(6, len(images))
     return [
-        plots.plot_occlusion_example(
-            images[shown],
-            occluded,
-            rf_maps[shown],
-            centres,
-            ctx.figure("fig5b_occlusion.png"),
-            sigma=sigma,
+        ctx.save(
+            plots.plot_occlusion_example(
+                images[shown], occluded, rf_maps[shown], centres, sigma=sigma
+            ),
+            "fig5b_occlusion.png",
         ),
-        plots.plot_occlusion_maps(
-            images[:n_show], rf_maps[:n_show], ctx.figure("fig5c_importance_maps.png")
+        ctx.save(
+            plots.plot_occlusion_maps(images[:n_show], rf_maps[:n_show]),
+            "fig5c_importance_maps.png",
         ),
     ]
 
@@ -335,21 +351,23 @@ def _blobs_figures(ctx: StageContext) -> list[str]:
     shown = int(np.argmax(table["count"]))  # = _most_blobs(rf_maps, threshold), as in Fig. 5b.
     rows = np.nonzero(table["image"] == shown)[0]
     paths = [
-        plots.plot_blobs(
-            images[shown],
-            rf_maps[shown],
-            [_blob_mask(table, rf_maps, row, threshold) for row in rows],
-            ctx.figure("fig5d_blobs.png"),
-            threshold=threshold,
-            sti=table["sti"][rows].tolist(),
+        ctx.save(
+            plots.plot_blobs(
+                images[shown],
+                rf_maps[shown],
+                [_blob_mask(table, rf_maps, row, threshold) for row in rows],
+                threshold=threshold,
+                sti=table["sti"][rows].tolist(),
+            ),
+            "fig5d_blobs.png",
         ),
-        plots.plot_blob_counts(table["count"], ctx.figure("fig5e_blob_count.png")),
-        plots.plot_blob_sizes(table["area"], ctx.figure("fig5f_blob_size.png")),
+        ctx.save(plots.plot_blob_counts(table["count"]), "fig5e_blob_count.png"),
+        ctx.save(plots.plot_blob_sizes(table["area"]), "fig5f_blob_size.png"),
     ]
     examples = _sti_examples(table, rf_maps, images, ctx.block)
     if examples:
-        paths.append(plots.plot_sti_examples(examples, ctx.figure("fig5g_sti_examples.png")))
-    paths.append(plots.plot_sti_distribution(table["sti"], ctx.figure("fig5h_sti.png")))
+        paths.append(ctx.save(plots.plot_sti_examples(examples), "fig5g_sti_examples.png"))
+    paths.append(ctx.save(plots.plot_sti_distribution(table["sti"]), "fig5h_sti.png"))
     return paths
 
 
@@ -382,12 +400,14 @@ def _ablation_compute(ctx: StageContext) -> tuple[dict, dict]:
 def _ablation_figures(ctx: StageContext) -> list[str]:
     group = ctx.group
     return [
-        plots.plot_ablation(
-            group["fractions"][...],
-            group["ranked_curve"][...],
-            group["random_curve"][...],
-            ctx.figure("fig6a_ablation.png"),
-            target=ctx.block.ssim_target,
+        ctx.save(
+            plots.plot_ablation(
+                group["fractions"][...],
+                group["ranked_curve"][...],
+                group["random_curve"][...],
+                target=ctx.block.ssim_target,
+            ),
+            "fig6a_ablation.png",
         )
     ]
 
@@ -417,13 +437,15 @@ def _attention_compute(ctx: StageContext) -> tuple[dict, dict]:
 def _attention_figures(ctx: StageContext) -> list[str]:
     group = ctx.group
     return [
-        plots.plot_attention_distribution(
-            group["bin_edges"][...],
-            group["counts"][...],
-            ctx.figure("fig6b_attention.png"),
-            mu=float(group.attrs["mu"]),
-            sigma=float(group.attrs["sigma"]),
-            ks=float(group.attrs["ks"]),
+        ctx.save(
+            plots.plot_attention_distribution(
+                group["bin_edges"][...],
+                group["counts"][...],
+                mu=float(group.attrs["mu"]),
+                sigma=float(group.attrs["sigma"]),
+                ks=float(group.attrs["ks"]),
+            ),
+            "fig6b_attention.png",
         )
     ]
 

@@ -4,7 +4,8 @@ The learned perceptual distance with the AlexNet trunk ("alex", v0.1), written i
 AlexNet convolutions with their ReLU taps, each tap unit-normalized across channels, weighted per
 channel, averaged over space and summed over layers. No weights ship with the project and none are
 downloaded: :func:`map_lpips` reports ``{"status": LPIPS_MISSING}`` unless a local weights file is
-named (``config.eval.lpips_weights``); :func:`load_lpips_weights` validates it.
+named (``config.eval.lpips_weights``); :func:`load_lpips_weights` validates it. Where torch,
+torchvision and lpips are installed, ``python -m experiments.lpips_weights`` writes that file.
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ from dina_jax.analysis.ssim import minmax_normalize
 from dina_jax.data.stringer import DataError
 
 LPIPS_MISSING = "LPIPS: weights not provided"
+# Printed after LPIPS_MISSING: how to get the file.
+LPIPS_HOWTO = (
+    "build them with `python -m experiments.lpips_weights --out FILE` where torch, torchvision "
+    "and lpips are installed, then --config.eval.lpips_weights=FILE"
+)
 
 # LPIPS (Zhang et al. 2018) with the AlexNet trunk ("alex", v0.1). The weights are read from a local
 # .npz file (config.eval.lpips_weights) holding PyTorch-layout float arrays:
@@ -28,11 +34,7 @@ LPIPS_MISSING = "LPIPS: weights not provided"
 #       (torchvision alexnet.features[0, 3, 6, 8, 10]); shapes in LPIPS_CONVS below;
 #   lin{j}_weight (1, C_j, 1, 1), j = 0..4: LPIPS' non-negative per-channel weights of the five
 #       ReLU taps (lin{j}.model.1.weight in the lpips package's alex.pth, v0.1).
-# Such a file is made, where the weights can be downloaded, with e.g.
-#   f = torchvision.models.alexnet(weights="IMAGENET1K_V1").features
-#   lin = torch.load("lpips/weights/v0.1/alex.pth")
-#   np.savez(path, **{f"conv{i+1}_weight": f[k].weight.detach().numpy() ... for i, k in ...},
-#            **{f"lin{j}_weight": lin[f"lin{j}.model.1.weight"].numpy() for j in range(5)})
+# experiments/lpips_weights.py writes it from the lpips package (and torchvision's AlexNet).
 LPIPS_CONVS = (  # name, weight shape (O, I, kh, kw), stride, padding, max-pool before it
     ("conv1", (64, 3, 11, 11), 4, 2, False),
     ("conv2", (192, 64, 5, 5), 1, 2, True),
@@ -110,6 +112,14 @@ def lpips_from_features(weights: dict, f0: list[jax.Array], f1: list[jax.Array])
     return distance
 
 
+def lpips_inputs(maps: jax.Array, resize_hw: tuple[int, int]) -> jax.Array:
+    """Maps (B, H, W) as LPIPS' input images (B, 3, *resize_hw) in [-1, 1]: min-max normalized,
+    resized bilinearly, replicated to 3 channels (what the lpips package's forward takes)."""
+    x = 2.0 * minmax_normalize(maps) - 1.0
+    x = jax.image.resize(x, (x.shape[0], *resize_hw), method="bilinear")
+    return jnp.repeat(x[:, None], 3, axis=1)  # (B, H, W) -> (B, 3, H, W)
+
+
 @functools.partial(jax.jit, static_argnames=("resize_hw",))
 def lpips_distance(
     weights: dict, maps0: jax.Array, maps1: jax.Array, *, resize_hw: tuple[int, int]
@@ -122,9 +132,7 @@ def lpips_distance(
     """
 
     def prepare(maps):
-        x = 2.0 * minmax_normalize(maps) - 1.0
-        x = jax.image.resize(x, (x.shape[0], *resize_hw), method="bilinear")
-        x = jnp.repeat(x[:, None], 3, axis=1)  # (B, H, W) -> (B, 3, H, W)
+        x = lpips_inputs(maps, resize_hw)
         shift = jnp.asarray(LPIPS_SHIFT)[None, :, None, None]
         scale = jnp.asarray(LPIPS_SCALE)[None, :, None, None]
         return (x - shift) / scale

@@ -17,9 +17,11 @@ test images of its saved split:
   (Fig. 4b; ``maps``);
 
 and writes ``results.json``, ``test_maps.npz`` and ``figures/*.png`` (Fig. 3, Fig. 4a, Fig. 4b,
-Fig. A.1) into the workdir, and prints a table. This module only orchestrates: the run is loaded
-by ``dina_jax.checkpoint.load_run``, the maps come from ``dina_jax.models.feature_fns.encode``
-(one compiled program per model), the numbers from the modules named above.
+Fig. A.1; ``config.figures`` sets the format) into the workdir, the figures and the test
+retrieval also to ``tensorboard/``, and prints a table. This module only orchestrates: the run is
+loaded by ``dina_jax.checkpoint.load_run``, the maps come from
+``dina_jax.models.feature_fns.encode`` (one compiled program per model), the numbers from the
+modules named above.
 """
 
 from __future__ import annotations
@@ -35,9 +37,9 @@ import ml_collections
 import numpy as np
 
 from dina_jax import plots
-from dina_jax.checkpoint import load_run
+from dina_jax.checkpoint import load_run, manager
 from dina_jax.evaluation.baseline import linear_baseline, noise_ceiling
-from dina_jax.evaluation.lpips import LPIPS_MISSING, map_lpips
+from dina_jax.evaluation.lpips import LPIPS_HOWTO, LPIPS_MISSING, map_lpips
 from dina_jax.evaluation.maps import map_similarity, map_spectra
 from dina_jax.evaluation.retrieval import (
     chance_metrics,
@@ -45,6 +47,7 @@ from dina_jax.evaluation.retrieval import (
     retrieval_metrics,
 )
 from dina_jax.models.feature_fns import encode
+from dina_jax.tensorboard_writer import TensorBoard
 
 
 def evaluate(config: ml_collections.ConfigDict | None, workdir: str | os.PathLike) -> dict:
@@ -109,10 +112,15 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str | os.PathLik
         "lpips": map_lpips(z_img, z_neu, ev.lpips_weights, resize_hw=tuple(ev.lpips_resize_hw)),
         "spectra": map_spectra(images, z_img, z_neu, tuple(ev.spectrum_fit_range)),
     }
+    tensorboard = TensorBoard(workdir)
+    step = manager(workdir, "best", create=False).latest_step() or 0
     results["figures"] = write_figures(
-        workdir / "figures", images, z_img, z_neu, similarity, results, config
+        workdir / "figures", images, z_img, z_neu, similarity, results, config, tensorboard, step
     )
     results = _finite(results)
+    for name in ("retrieval", "linear_baseline", "noise_ceiling"):
+        tensorboard.scalars(f"test/{name}", results[name], step)
+    tensorboard.close()
 
     np.savez_compressed(
         workdir / "test_maps.npz",
@@ -157,53 +165,55 @@ def write_figures(
     similarity: np.ndarray,
     results: dict,
     config: ml_collections.ConfigDict,
+    tensorboard: TensorBoard | None = None,
+    step: int = 0,
 ) -> list[str]:
     """Fig. A.1 (similarity matrix), Fig. 4a (paired maps), Fig. 3 (top-5), Fig. 4b (spectra).
 
     Args:
-      folder: where the PNGs go (created).
+      folder: where the figures go (created), as ``config.figures.format`` at its ``dpi``.
       images: (S, 68, 270) the test images; z_img, z_neu: (S, 16, 64) their paired maps.
       similarity: (S, S) image (rows) x neural (columns) cosine similarity.
       results: the evaluation's results ("retrieval" and "spectra" are drawn).
-      config: the run's config (model name, ``eval.n_example_stimuli``, ``eval.n_retrieved``).
+      config: the run's config (model name, ``eval.n_example_stimuli``, ``eval.n_retrieved``,
+        ``figures``).
+      tensorboard: where each figure also goes, as the image ``evaluation/<name>`` at ``step``.
 
     Returns:
       The paths written, as strings.
     """
-    folder.mkdir(parents=True, exist_ok=True)
     name = _MODEL_LABELS.get(config.model.name, config.model.name)
     examples = example_rows(len(images), config.eval.n_example_stimuli)
     top1 = results["retrieval"]["top1"]
-    paths = [
-        plots.plot_similarity_matrix(
+    figures = {
+        "similarity_matrix": plots.plot_similarity_matrix(
             similarity,
-            folder / "similarity_matrix.png",
             title=f"{name}: image-neural cosine similarity (test, top-1 {100 * top1:.1f}%)",
         ),
-        plots.plot_feature_maps(
-            images[examples],
-            {name: (z_img[examples], z_neu[examples])},
-            folder / "feature_maps.png",
+        "feature_maps": plots.plot_feature_maps(
+            images[examples], {name: (z_img[examples], z_neu[examples])}
         ),
-        plots.plot_topk_retrieval(
-            images,
-            similarity,
-            examples,
-            folder / "top5_retrieval.png",
-            n_retrieved=config.eval.n_retrieved,
+        "top5_retrieval": plots.plot_topk_retrieval(
+            images, similarity, examples, n_retrieved=config.eval.n_retrieved
         ),
-        plots.plot_variance_spectra(
+        "variance_spectra": plots.plot_variance_spectra(
             {
                 "test images (pixels)": results["spectra"]["images"],
                 "image-tower maps": results["spectra"]["image_maps"],
                 "neural-tower maps": results["spectra"]["neural_maps"],
             },
-            folder / "variance_spectra.png",
             title=f"PCA variance spectra of the {len(images)} test stimuli (dashed: power-law fit"
             f" over PC ranks {'-'.join(map(str, results['spectra']['images']['fit_range']))})",
         ),
-    ]
-    return [str(path) for path in paths]
+    }
+    paths = []
+    for key, fig in figures.items():
+        paths.append(
+            plots.save(fig, folder / key, format=config.figures.format, dpi=int(config.figures.dpi))
+        )
+        if tensorboard is not None:
+            tensorboard.figure(f"evaluation/{key}", fig, step)
+    return paths
 
 
 # --------------------------------------------------------------------------------------- table
@@ -244,7 +254,7 @@ def format_table(results: dict) -> str:
     if lpips.get("status") == "computed":
         lines.append(f"  LPIPS: {lpips['mean']:.3f} ± {lpips['std']:.3f}")
     else:
-        lines.append(f"  {LPIPS_MISSING}")
+        lines.append(f"  {LPIPS_MISSING}: {LPIPS_HOWTO}")
     spectra_ = results["spectra"]
     fit = spectra_["images"]["fit_range"]
     lines.append(

@@ -21,9 +21,9 @@ Decisions where the paper is silent (also in docs/decisions.md):
   :class:`UniformMixing` (same parameters, every kept neuron weighted equally) and
   ``mixer="none"`` for :class:`NoMixing` (no attention output): applied with a trained tower's
   parameters they measure what the attention scores, and the attention itself, contribute.
-- Initialization (scales configurable): w^emb ~ N(0, 1) (e_i has the scale of r_i, like a token embedding);
-  w^agg ~ N(0, 1/d) (u_i has the scale of one coordinate of r^atten); W_Q/K/V and the MLP use
-  LeCun-normal kernels and zero biases.
+- Initialization (scales configurable): w^emb ~ N(0, 1) (e_i has the scale of r_i, like a token
+  embedding); w^agg ~ N(0, 1/d) (u_i has the scale of one coordinate of r^atten); W_Q/K/V and
+  the MLP use LeCun-normal kernels and zero biases.
 - The readout MLP is Dense(N -> mlp_hidden) -> GELU -> Dense(mlp_hidden -> 16 * 64); the output is
   the raw (un-normalized) feature map.
 - ``neuron_mask`` (N,) or (B, N), 1 = keep: an excluded neuron is removed as a key/value of the

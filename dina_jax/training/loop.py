@@ -17,7 +17,7 @@ feeds its own contiguous share of each batch to its local devices; process 0 wri
 
 Workdir layout::
 
-    config.json, split.json, metrics.jsonl, tensorboard/ (if a TensorBoard writer is installed)
+    config.json, split.json, metrics.jsonl, tensorboard/ (scalars, the config as hparams)
     checkpoints/latest/<step>/{params,train,meta}
     checkpoints/best/<step>/{params,train,meta}
 """
@@ -34,9 +34,9 @@ import warnings
 import jax
 import ml_collections
 import numpy as np
-from tqdm import tqdm
 
 from dina_jax import checkpoint
+from dina_jax import progress as progress_lib
 from dina_jax.data import pipeline
 from dina_jax.evaluation import evaluate
 from dina_jax.evaluation.retrieval import retrieval_metrics
@@ -237,6 +237,26 @@ class Trainer:
         self.rstate = step_lib.replicate(state)
         self.last_saved_step = self.latest.latest_step()
         self.last_learning_rates: dict[str, float] = {}  # of the newest fetched step
+        self.epoch_walls: list[float] = []  # wall seconds of each epoch of this call (ETA)
+        self._epoch_started = time.time()
+        if self.primary:
+            if self.progress.step == 0:
+                self.writer.tensorboard.hparams(
+                    checkpoint.config_json(config), ("epoch/val_loss", "epoch/val_retrieval_top1")
+                )
+            self._print_start()
+
+    def _print_start(self) -> None:
+        """What will run, where it resumes, and where TensorBoard reads the logs."""
+        resumed = f", resuming at epoch {self.epoch + 1}" if self.progress.step else ""
+        print(
+            f"training {self.config.model.name} on {self.dataset.n_neurons} neurons: "
+            f"{self.num_epochs} epochs x {self.steps_per_epoch} steps of batch {self.batch_size} "
+            f"on {jax.device_count()} device(s){resumed}",
+            flush=True,
+        )
+        if self.writer.tensorboard.active:
+            print(f"TensorBoard logs: tensorboard --logdir {self.writer.tensorboard.logdir}")
 
     @property
     def epoch(self) -> int:
@@ -299,11 +319,12 @@ class Trainer:
         """Runs the remaining batches of the current epoch (all of them unless resumed)."""
         progress, epoch = self.progress, self.epoch
         done = progress.step % self.steps_per_epoch
-        bar = tqdm(
+        self._epoch_started = time.time()
+        bar = progress_lib.bar(
             total=self.steps_per_epoch,
             initial=done,
             desc=f"epoch {epoch + 1}/{self.num_epochs}",
-            disable=not self.primary,
+            enabled=self.primary,
             leave=False,
         )
         pending: list = []  # (step, device metrics) not yet fetched: keeps dispatch asynchronous
@@ -422,13 +443,27 @@ class Trainer:
         self._save(self.latest)
         if improved:
             self._save(self.best)
+        self.epoch_walls.append(time.time() - self._epoch_started)
         if self.primary:
-            print(
-                f"epoch {epoch + 1}: train_loss {record['train_loss']:.4f} val_loss "
-                f"{val_loss:.4f} (best {progress.best_val_loss:.4f} at epoch "
-                f"{progress.best_epoch})",
-                flush=True,
-            )
+            print(self._epoch_line(record, epoch), flush=True)
+
+    def _epoch_line(self, record: dict, epoch: int) -> str:
+        """One line per epoch: losses, validation top-1, epoch time and the run's ETA."""
+        progress = self.progress
+        left = 0 if progress.finished else self.num_epochs - (epoch + 1)
+        seconds = self.epoch_walls[-1]
+        remaining = progress_lib.eta(float(np.mean(self.epoch_walls)), left)
+        timing = f"{progress_lib.format_duration(seconds)}/epoch, " + (
+            f"ETA {progress_lib.format_duration(remaining)} ({left} more)" if left else "done"
+        )
+        if progress.stopped_early:
+            timing = f"{progress_lib.format_duration(seconds)}/epoch, early stop"
+        return (
+            f"epoch {epoch + 1}/{self.num_epochs}: train_loss {record['train_loss']:.4f} "
+            f"val_loss {record['val_loss']:.4f} (best {progress.best_val_loss:.4f} at epoch "
+            f"{progress.best_epoch}), val top-1 {100 * record['val_retrieval_top1']:.1f}% | "
+            + timing
+        )
 
     def run(self) -> dict:
         start = time.time()

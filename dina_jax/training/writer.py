@@ -1,4 +1,4 @@
-"""Training metrics: one JSON object per line in ``metrics.jsonl``, and TensorBoard if installed."""
+"""Training metrics: one JSON object per line in ``metrics.jsonl``, and TensorBoard scalars."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import json
 import logging
 import os
 
+from dina_jax.tensorboard_writer import TensorBoard
+
 
 class MetricWriter:
-    """Appends records to ``workdir/metrics.jsonl`` (+ TensorBoard scalars when installed).
+    """Appends records to ``workdir/metrics.jsonl`` and ``workdir/tensorboard``.
 
     Every record has ``kind`` ("train" or "epoch") and ``step``; TensorBoard gets each numeric
     field as ``<kind>/<field>``. Only process 0 writes (``enabled``).
@@ -17,9 +19,7 @@ class MetricWriter:
     def __init__(self, workdir: str, enabled: bool = True):
         self.path = os.path.join(workdir, "metrics.jsonl")
         self.enabled = enabled
-        self._tensorboard = (
-            _tensorboard_writer(os.path.join(workdir, "tensorboard")) if enabled else None
-        )
+        self.tensorboard = TensorBoard(workdir, enabled=enabled)
 
     def truncate_after(self, step: int) -> None:
         """Drops records of steps after ``step`` (written by a run killed before its checkpoint)."""
@@ -49,41 +49,9 @@ class MetricWriter:
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()
-        if self._tensorboard is not None:
-            for key, value in record.items():
-                if key not in ("step", "kind") and isinstance(value, (int, float)):
-                    self._tensorboard.scalar(f"{record['kind']}/{key}", value, record["step"])
-            self._tensorboard.flush()
+        fields = {k: v for k, v in record.items() if k not in ("step", "kind")}
+        self.tensorboard.scalars(record["kind"], fields, record["step"])
+        self.tensorboard.flush()
 
     def close(self) -> None:
-        if self._tensorboard is not None:
-            self._tensorboard.close()
-
-
-def _tensorboard_writer(logdir: str):
-    """A scalar summary writer if flax's TensorBoard writer or tensorboardX is installed."""
-    try:
-        from flax.metrics import tensorboard  # needs tensorflow
-
-        return tensorboard.SummaryWriter(logdir)
-    except ImportError:
-        pass
-    try:
-        import tensorboardX
-
-        class _Adapter:
-            def __init__(self):
-                self._writer = tensorboardX.SummaryWriter(logdir)
-
-            def scalar(self, tag, value, step):
-                self._writer.add_scalar(tag, value, step)
-
-            def flush(self):
-                self._writer.flush()
-
-            def close(self):
-                self._writer.close()
-
-        return _Adapter()
-    except ImportError:
-        return None
+        self.tensorboard.close()
