@@ -733,7 +733,7 @@ def to_markdown(report: dict) -> str:
             for mouse in stats["top1_others"]["values"]:
 
                 def pct(key, mouse=mouse, stats=stats):
-                    value = stats[key]["values"].get(mouse)
+                    value = stats.get(key, {}).get("values", {}).get(mouse)
                     return _num(None if value is None else 100 * value, 1)
 
                 rows.append(
@@ -743,7 +743,7 @@ def to_markdown(report: dict) -> str:
                         f"{pct('top1_all')} / {pct('top1_all_chance')}",
                         f"{pct('top1_others')} / {pct('top1_others_chance')}",
                         f"{pct('top5_others')} / {pct('top5_others_chance')}",
-                        _num(stats["top5_others_p"]["values"].get(mouse), 3),
+                        _num(stats.get("top5_others_p", {}).get("values", {}).get(mouse), 3),
                     ]
                 )
         lines += _md_table(
