@@ -70,6 +70,8 @@ CPU_BASELINE = {
     "model.readout.mlp_hidden": 256,
 }
 USAGE_ERROR = 2
+# Written into a run's workdir after its analyses: the analysis settings they were made with.
+ANALYSIS_MARKER = "reproduce_analysis_settings.json"
 
 
 @dataclasses.dataclass
@@ -200,15 +202,17 @@ def _needs_lpips(run: Run) -> bool:
 def execute(run: Run) -> dict:
     """Trains and evaluates ``run`` unless its results exist, then analyses it if asked.
 
-    Returns its timing: ``train_s`` (training + evaluation, this call), ``analyze_s``,
-    ``reused`` (results.json existed).
+    Returns its timing: ``train_s`` (training + evaluation, this call), ``analyze_s`` (wall
+    seconds), ``train_cpu_s``, ``analyze_cpu_s`` (CPU seconds of the process, all threads: the
+    cost on a shared machine), ``reused`` (results.json existed) and, for an analysed run,
+    ``analysis_reused`` (a reused run analysed before with the same ``config.analysis``).
     """
     from dina_jax.analysis.run import analyze
     from dina_jax.evaluation import evaluate
     from dina_jax.training import train_and_evaluate
 
     timing: dict = {"reused": (run.workdir / "results.json").exists()}
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     if not timing["reused"]:
         print(f"=== {run.name}: training", flush=True)
         _write_config(run.config, run.workdir)
@@ -216,14 +220,26 @@ def execute(run: Run) -> dict:
         if not (run.workdir / "results.json").exists():  # train.evaluate_at_end was off.
             evaluate(run.config, str(run.workdir))
         timing["train_s"] = time.perf_counter() - start
+        timing["train_cpu_s"] = time.process_time() - cpu
     elif _needs_lpips(run):
         print(f"=== {run.name}: evaluating again for LPIPS", flush=True)
         evaluate(run.config, str(run.workdir))
     if run.analyse:
-        print(f"=== {run.name}: analyses", flush=True)
-        start = time.perf_counter()
-        analyze(run.config, str(run.workdir))  # Resumable: finished stages are skipped.
-        timing["analyze_s"] = time.perf_counter() - start
+        # The analyses of a reused run with the same settings are reused too; otherwise analyze
+        # resumes stage by stage (finished stages with the same settings are skipped).
+        marker = run.workdir / ANALYSIS_MARKER
+        settings = run.config.analysis.to_json_best_effort(sort_keys=True)
+        finished = (run.workdir / "analysis.json").exists() and marker.exists()
+        if timing["reused"] and finished and marker.read_text() == settings:
+            timing["analysis_reused"] = True
+        else:
+            print(f"=== {run.name}: analyses", flush=True)
+            timing["analysis_reused"] = False
+            start, cpu = time.perf_counter(), time.process_time()
+            analyze(run.config, str(run.workdir))
+            timing["analyze_s"] = time.perf_counter() - start
+            timing["analyze_cpu_s"] = time.process_time() - cpu
+            marker.write_text(settings)
     return timing
 
 
@@ -284,8 +300,7 @@ def reproduce(options: Options) -> dict:
         for run in runs:
             timing = execute(run)
             previous = timings.get(run.name, {})
-            timings[run.name] = {**previous, **{k: v for k, v in timing.items() if k != "reused"}}
-            timings[run.name]["reused"] = timing["reused"]
+            timings[run.name] = {**previous, **timing}
             _save_timings(root, timings)
     done = [r for r in runs if (r.workdir / "results.json").exists()]
     classes, semantic_status = class_assignment(options, runs)
@@ -438,6 +453,9 @@ def _parse_flags(argv: list[str]) -> list[str]:
     """Parses the flags; a bad flag or config override is a one-line error (exit 2)."""
     try:
         return flags.FLAGS(argv)
+    except SystemExit as done:  # absl exits 1 after printing --help: asked for, so a success.
+        help_flags = {"--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml"}
+        sys.exit(0 if help_flags & set(argv[1:]) else done.code)
     except flags.Error as error:
         _fail(str(error).splitlines()[0])
     except (AttributeError, KeyError, TypeError, ValueError) as error:

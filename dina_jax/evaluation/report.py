@@ -770,10 +770,16 @@ def to_markdown(report: dict) -> str:
     timings = report.get("timings")
     if timings:
         lines += ["", "## Time", ""]
+        lines += ["Wall seconds (CPU seconds of the process, all threads, in brackets).", ""]
+
+        def seconds(t, key):
+            wall, cpu = t.get(f"{key}_s"), t.get(f"{key}_cpu_s")
+            return _num(wall, 0) + (f" ({_num(cpu, 0)})" if cpu is not None else "")
+
         lines += _md_table(
-            ["Run", "Train + evaluate (s)", "Analyse (s)", "Reused"],
+            ["Run", "Train + evaluate", "Analyse", "Reused this time"],
             [
-                [name, _num(t.get("train_s"), 0), _num(t.get("analyze_s"), 0), t.get("reused", "")]
+                [name, seconds(t, "train"), seconds(t, "analyze"), t.get("reused", "")]
                 for name, t in timings.items()
             ],
         )
