@@ -738,7 +738,7 @@ def load_class_assignment(path, n_images: int | None = None) -> ClassAssignment:
 
     Example::
 
-        classes = dina_jax.data.stringer.load_class_assignment(
+        classes = dina_jax.load_class_assignment(
             "/data/stimuli_class_assignment_confident.mat", n_images=2800)
         classes.names[classes.labels[0]]        # the class of image 0 of images_natimg2800_all
     """
