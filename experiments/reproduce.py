@@ -275,6 +275,15 @@ def class_assignment(options: Options, runs: list[Run]):
     return classes, status
 
 
+def check_data(runs: list[Run]) -> None:
+    """Raises DataError naming the first missing recording or images file of any run, before
+    hours of training on the others (leave a condition out with --conditions)."""
+    from dina_jax.data import pipeline
+
+    for run in runs:
+        pipeline.data_paths(run.config)
+
+
 def _load_timings(root: pathlib.Path) -> dict:
     path = root / "timings.json"
     return json.loads(path.read_text()) if path.exists() else {}
@@ -295,6 +304,8 @@ def reproduce(options: Options) -> dict:
     runs = plan_runs(options)
     timings = _load_timings(root)
     wall = time.perf_counter()
+    if not options.report_only and not options.synthetic:
+        check_data(runs)
     if not options.report_only:
         print(f"{len(runs)} runs: {', '.join(r.name for r in runs)}", flush=True)
         for run in runs:

@@ -86,6 +86,17 @@ def test_real_data_plan_is_the_papers(tmp_path):
     assert runs[0].config.data.recording == load_config("m1").data.recording
 
 
+def test_missing_real_files_stop_the_run_before_any_training(tmp_path):
+    from dina_jax.data.stringer import DataError
+
+    data = tmp_path / "stringer"
+    data.mkdir()
+    options = reproduce.Options(root=tmp_path / "root", data_dir=str(data))
+    with pytest.raises(DataError, match="natimg2800_M160825_MP027_2016-12-14.mat: file not found"):
+        reproduce.reproduce(options)
+    assert not (tmp_path / "root" / "natural").exists()
+
+
 def test_synthetic_plan_simulates_each_mouse(tmp_path):
     runs = reproduce.plan_runs(reproduce.Options(root=tmp_path, synthetic=3, epochs=2))
     assert len(runs) == 3 * 3 + 2 + 2  # Three models on natural images; two control mice.
