@@ -35,6 +35,13 @@ baselines take the CPU sizes of experiments/table1.py. Reduced sizes for a CPU::
       --config configs/synthetic.py --config.analysis.n_images=8 \\
       --config.analysis.occlusion.stride=8
 
+Time of that command (13 runs, 3 analyses), estimated from its first runs on a shared 2-core
+machine (load 7-9, so counted in CPU seconds): the first DINA run, including simulating the three
+mice, 213 CPU-s (2 epochs and the evaluation); its analyses 41 CPU-s; a VGG-16-MLP run 147 CPU-s.
+All of it adds up to ~2,100 CPU-s, i.e. roughly 20-35 min of wall time on two free cores (the
+timings of every run are in ROOT/timings.json and report.md). The paper-size analyses (280
+stimuli, stride 2) take hours per mouse on a CPU.
+
 With real data ``--config FILE --config.a.b=v`` applies the overrides to every mouse's config
 (the file itself only checks the override names). ``--help`` lists every flag.
 """
