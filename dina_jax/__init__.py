@@ -7,6 +7,7 @@ shapes, the paper equation and an example).
 Configs and data
   load_config, available_configs      a ``configs/<name>.py`` ConfigDict, with overrides
   load_images, load_recording         the Stringer et al. (2019) ``.mat`` files (v5 or v7.3)
+  load_class_assignment               the release's semantic class of each image
   load_dataset, DataError             images + responses + split for a config (or simulated V1)
 Model
   build_model, init_params            the dual tower (or a Table 1 baseline) from a config
@@ -17,7 +18,8 @@ Runs (the command line's steps)
   load_run (= load_trained),          a trained workdir as (model, params, config, dataset);
   TrainedRun, restore                 its parameters, config and data statistics alone
 Metrics
-  infonce, retrieval_metrics, cosine_similarity_matrix, ssim, variance_spectrum
+  infonce, retrieval_metrics, cosine_similarity_matrix, ssim, variance_spectrum,
+  class_retrieval (same-class retrievals against chance)
 Analyses (jit/vmap-compiled; the *_fn helpers build the callables they take)
   image_feature_fn, occlusion_map, occlusion_maps, extract_blobs, blob_table, pathway_ssim,
   neural_feature_fn, neuron_ablation, masked_map_ssim,
@@ -45,6 +47,7 @@ _EXPORTS = {
     "DataError": "dina_jax.data.stringer",
     "load_images": "dina_jax.data.stringer",
     "load_recording": "dina_jax.data.stringer",
+    "load_class_assignment": "dina_jax.data.stringer",
     "load_dataset": "dina_jax.data.pipeline",
     # model
     "build_model": "dina_jax.models",
@@ -67,6 +70,7 @@ _EXPORTS = {
     "infonce": "dina_jax.losses",
     "retrieval_metrics": "dina_jax.evaluation",
     "cosine_similarity_matrix": "dina_jax.evaluation",
+    "class_retrieval": "dina_jax.evaluation.semantic",
     "ssim": "dina_jax.analysis.ssim",
     "variance_spectrum": "dina_jax.analysis.spectra",
     # analyses

@@ -210,6 +210,7 @@ def test_synthetic_into_data_dir_and_cache_locations(tiny_config, tmp_path):
             "images_natimg2800_all.mat",
             "natimg2800_SIM0_2026-01-01.mat",
             "natimg2800_SIM0_2026-01-01_groundtruth.npz",
+            "stimuli_class_assignment_confident.mat",  # Each image's source photograph.
         ]
     )
     config.data.cache_dir = ""

@@ -37,6 +37,7 @@ def test_cli_writes_loadable_v73_files(tmp_path):
         "natimg2800_8D_SIM1_2026-01-01.mat",
         "natimg2800_8D_SIM0_2026-01-01_groundtruth.npz",
         "natimg2800_8D_SIM1_2026-01-01_groundtruth.npz",
+        stringer.CLASS_ASSIGNMENT_FILE,  # Each image's source photograph as its class.
     }
     assert set(os.listdir(out)) == expected  # No temp files left behind.
     for name in expected:

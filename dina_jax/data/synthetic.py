@@ -11,6 +11,8 @@ truth. It writes, into one folder:
   ``stim.istim`` (1-based, blank id n_images + 1), ``stim.spont``, ``med`` and the struct array
   ``stat`` (``redcell``, ``redprob``, ``npix``);
 * ``<recording stem>_groundtruth.npz``: the simulated neurons, indexed by original column.
+* ``stimuli_class_assignment_confident.mat``, as the release's: ``class_assignment`` (1 x
+  n_images, 0-based) and ``class_names``; an image's class is the photograph it was cropped from.
 
 Either MATLAB v5 (``scipy.io.savemat``) or v7.3 (HDF5 with the 512-byte MATLAB user block,
 ``MATLAB_class`` attributes, transposed arrays, structs as groups and struct arrays as datasets of
@@ -57,6 +59,7 @@ import skimage.color
 import skimage.data
 import skimage.transform
 
+from dina_jax.data import stringer
 from dina_jax.data.stringer import IMAGE_SHAPE
 
 STIMSETS = ("natimg2800", "white", "8D")
@@ -149,8 +152,16 @@ def _photos() -> list[np.ndarray]:
     return photos
 
 
-def natural_images(n_images: int, rng: np.random.Generator) -> np.ndarray:
+def natural_images(
+    n_images: int, rng: np.random.Generator, sources: list | None = None
+) -> np.ndarray:
     """Natural-image surrogates: random crops of scikit-image photographs.
+
+    Args:
+      n_images: images to make.
+      rng: the generator every random choice is drawn from.
+      sources: if given, a list that receives each image's source photograph (an index into
+        :data:`_PHOTOS`), in image order; the images do not depend on it.
 
     Returns:
       (n_images, 68, 270) uint8, mean ~128 and std ~50 (random per image), like the release.
@@ -159,7 +170,10 @@ def natural_images(n_images: int, rng: np.random.Generator) -> np.ndarray:
     photos = _photos()
     out = np.empty((n_images, height, width), dtype=np.uint8)
     for i in range(n_images):
-        photo = photos[rng.integers(len(photos))]
+        source = int(rng.integers(len(photos)))
+        if sources is not None:
+            sources.append(source)
+        photo = photos[source]
         max_scale = min(photo.shape[0] / height, photo.shape[1] / width)
         scale = float(np.exp(rng.uniform(np.log(min(0.8, max_scale)), np.log(max_scale))))
         crop_h = min(photo.shape[0], max(2, round(height * scale)))
@@ -534,6 +548,39 @@ def write_mat(path: str, variables: dict, fmt: str) -> None:
 # ------------------------------------------------------------------------------ generate
 
 
+def write_class_assignment(outdir, sources) -> str:
+    """Writes ``stimuli_class_assignment_confident.mat`` as the release lays it out.
+
+    ``class_assignment`` (1 x n_images, 0-based ids into ``class_names``) and ``class_names``
+    (1 x 12 cell): the class of a simulated image is the photograph it was cropped from
+    (:data:`_PHOTOS`). Always MATLAB v5. Returns the path.
+    """
+    names = np.empty((1, len(_PHOTOS)), dtype=object)
+    names[0, :] = list(_PHOTOS)
+    path = os.path.join(os.fspath(outdir), stringer.CLASS_ASSIGNMENT_FILE)
+    labels = np.asarray(sources, np.float64).reshape(1, -1)
+    write_mat_v5(path, {"class_assignment": labels, "class_names": names})
+    return path
+
+
+def image_sources(n_images: int, seed: int) -> np.ndarray:
+    """(n_images,) int64: the source photograph of each image :func:`generate` makes from
+    ``seed`` (its natural images are replayed, the same for every stimulus set and mouse)."""
+    image_seq = np.random.SeedSequence([seed, GENERATOR_VERSION]).spawn(1)[0]
+    sources: list[int] = []
+    natural_images(n_images, np.random.default_rng(image_seq), sources)
+    return np.asarray(sources, np.int64)
+
+
+def ensure_class_assignment(folder, n_images: int, seed: int) -> str:
+    """The class file of a simulated dataset in ``folder``, written first if it is missing
+    (datasets generated before the simulator wrote one). Returns its path."""
+    path = os.path.join(os.fspath(folder), stringer.CLASS_ASSIGNMENT_FILE)
+    if not os.path.exists(path):
+        write_class_assignment(folder, image_sources(n_images, seed))
+    return path
+
+
 def generate(
     outdir,
     *,
@@ -552,7 +599,8 @@ def generate(
 
     Returns:
       dict with ``images``, ``recordings`` and ``groundtruth``: lists of written paths, one per
-      mouse (the natural and whitened sets share one images file, repeated in the list).
+      mouse (the natural and whitened sets share one images file, repeated in the list), and
+      ``classes``: the one class file (each image's source photograph as its class).
     """
     _check_stimset(stimset)
     if fmt not in FORMATS:
@@ -565,10 +613,13 @@ def generate(
     root = np.random.SeedSequence([seed, GENERATOR_VERSION])
     image_seq, *mouse_seqs = root.spawn(1 + n_mice)
     image_rng = np.random.default_rng(image_seq)
-    natural = natural_images(n_images, image_rng)
+    sources: list[int] = []
+    natural = natural_images(n_images, image_rng, sources)
     stimuli = stimulus_images(stimset, natural, image_rng)
 
     written = {"images": [], "recordings": [], "groundtruth": []}
+    # Every stimulus set derives from the same natural images: one class file serves them all.
+    written["classes"] = [write_class_assignment(outdir, sources)]
     for mouse, sequence in enumerate(mouse_seqs):
         rng = np.random.default_rng(sequence)
         images_path = os.path.join(outdir, images_filename(stimset, mouse))
