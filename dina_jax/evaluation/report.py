@@ -798,30 +798,39 @@ def write_figures(records: list[dict], agg: dict, folder) -> list[str]:
         if r.get("panels") and "blob_counts" in r["panels"]
     }
     paths = []
+
+    def save(fig, name):
+        return plots.save(fig, folder / f"{name}.png")
+
     if dina:
         first = next(iter(dina.values()))
         paths.append(
-            plots.plot_blob_counts(
-                {m: p["blob_counts"] for m, p in dina.items()}, folder / "fig5e_blob_count_mice.png"
+            save(
+                plots.plot_blob_counts({m: p["blob_counts"] for m, p in dina.items()}),
+                "fig5e_blob_count_mice",
             )
         )
         paths.append(
-            plots.plot_blob_sizes(
-                {m: p["blob_areas"] for m, p in dina.items()}, folder / "fig5f_blob_size_mice.png"
+            save(
+                plots.plot_blob_sizes({m: p["blob_areas"] for m, p in dina.items()}),
+                "fig5f_blob_size_mice",
             )
         )
         paths.append(
-            plots.plot_sti_distribution(
-                {m: p["sti"] for m, p in dina.items()}, folder / "fig5h_sti_mice.png"
+            save(
+                plots.plot_sti_distribution({m: p["sti"] for m, p in dina.items()}),
+                "fig5h_sti_mice",
             )
         )
         with_path = {m: p for m, p in dina.items() if "local" in p}
         if with_path:
             paths.append(
-                plots.plot_pathway_ssim(
-                    {m: p["local"] for m, p in with_path.items()},
-                    {m: p["global"] for m, p in with_path.items()},
-                    folder / "fig5a_pathway_ssim_mice.png",
+                save(
+                    plots.plot_pathway_ssim(
+                        {m: p["local"] for m, p in with_path.items()},
+                        {m: p["global"] for m, p in with_path.items()},
+                    ),
+                    "fig5a_pathway_ssim_mice",
                 )
             )
         same_grid = {
@@ -831,11 +840,13 @@ def write_figures(records: list[dict], agg: dict, folder) -> list[str]:
         }
         if same_grid:
             paths.append(
-                plots.plot_ablation(
-                    first["fractions"],
-                    {m: p["ranked_curve"] for m, p in same_grid.items()},
-                    {m: p["random_curve"] for m, p in same_grid.items()},
-                    folder / "fig6a_ablation_mice.png",
+                save(
+                    plots.plot_ablation(
+                        first["fractions"],
+                        {m: p["ranked_curve"] for m, p in same_grid.items()},
+                        {m: p["random_curve"] for m, p in same_grid.items()},
+                    ),
+                    "fig6a_ablation_mice",
                 )
             )
         same_bins = {
@@ -845,12 +856,14 @@ def write_figures(records: list[dict], agg: dict, folder) -> list[str]:
         }
         if same_bins:
             paths.append(
-                plots.plot_attention_distribution(
-                    first["bin_edges"],
-                    {m: p["counts"] for m, p in same_bins.items()},
-                    folder / "fig6b_attention_mice.png",
-                    mu={m: p["attention_mu"] for m, p in same_bins.items()},
-                    sigma={m: p["attention_sigma"] for m, p in same_bins.items()},
+                save(
+                    plots.plot_attention_distribution(
+                        first["bin_edges"],
+                        {m: p["counts"] for m, p in same_bins.items()},
+                        mu={m: p["attention_mu"] for m, p in same_bins.items()},
+                        sigma={m: p["attention_sigma"] for m, p in same_bins.items()},
+                    ),
+                    "fig6b_attention_mice",
                 )
             )
     confusion = semantic_confusion_figure(records, folder / "semantic_confusion.png")
