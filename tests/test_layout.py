@@ -12,7 +12,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "dina_jax"
 
 # Lower layers never import higher ones; a module may import its own layer.
 LAYERS = (
-    ("dina_jax.config", "dina_jax.losses", "dina_jax.plots", "dina_jax.data"),
+    ("dina_jax.config", "dina_jax.files", "dina_jax.losses", "dina_jax.plots", "dina_jax.data"),
     ("dina_jax.models",),
     ("dina_jax.checkpoint",),
     ("dina_jax.evaluation", "dina_jax.analysis"),
