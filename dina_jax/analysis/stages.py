@@ -90,6 +90,8 @@ class StageContext:
       h5: the open ``analysis.h5``; ``h5[name]`` holds the results of a stage this one depends on.
       group: the stage's own group (a resumable stage keeps its partial results there).
       figure_dir: the folder of the PNGs (``workdir/figures``).
+      save: call after each unit of a resumable stage's work; saves ``h5`` to disk now and
+        then, so that a killed run resumes from there.
     """
 
     inputs: Inputs
@@ -98,6 +100,7 @@ class StageContext:
     h5: h5py.File
     group: h5py.Group
     figure_dir: str
+    save: Callable[[], None] = lambda: None
 
     def figure(self, name: str) -> str:
         """Path of the PNG ``name`` in the figure folder."""
@@ -190,7 +193,7 @@ def _occlusion_compute(ctx: StageContext) -> tuple[dict, dict]:
         group["maps"][i] = np.asarray(occlusion.occlusion_map(feature_fn, run.images[i], **options))
         seconds.append(time.perf_counter() - start)
         group["done"][i] = True
-        group.file.flush()
+        ctx.save()
     grid = occlusion.occlusion_grid(*run.images.shape[1:], ctx.block.stride)
     scalars = dict(n_centres=int(np.prod([len(g) for g in grid])))
     if seconds:  # The first image includes compilation.
