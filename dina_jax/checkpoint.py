@@ -204,22 +204,20 @@ def config_differences(saved: dict, current: dict) -> list[str]:
     ]
 
 
-def resumable_arrays(
-    workdir: str | os.PathLike, template: dict, static_meta: dict
-) -> tuple[dict, dict] | None:
-    """The ``latest`` checkpoint's ``(arrays, meta)`` if training can resume from it, else raises.
+def check_resumable(workdir: str | os.PathLike, static_meta: dict) -> dict | None:
+    """The ``latest`` checkpoint's metadata if training can resume from it, else raises.
 
-    Read-only: the checks run before a resumed run writes anything. ``None`` when there is no
-    finalized ``latest`` step (a fresh start).
+    Read-only and cheap (no model is built): a refused run stops before writing anything.
+    ``None`` when there is no finalized ``latest`` step (a fresh start).
 
     Args:
       workdir: the run's folder.
-      template: arrays with the structure of :func:`save` (shapes and dtypes are used).
       static_meta: this run's ``config`` (JSON), ``stats`` and ``split``.
 
     Raises:
-      FormatError: another checkpoint format. CheckpointError: damaged, or trained with another
-        config (architecture, optimizer, EMA, seed, data options), other data or another split.
+      FormatError: another checkpoint format. CheckpointError: unreadable metadata, or trained
+        with another config (architecture, optimizer, EMA, seed, data options), other data or
+        another split.
     """
     folder = os.path.join(os.path.abspath(os.fspath(workdir)), "checkpoints", "latest")
     if not os.path.isdir(folder):
@@ -252,7 +250,7 @@ def resumable_arrays(
             f"{checkpoints.directory}: its checkpoint was trained on another train/val/test "
             f"split (different data or seed); {hint}"
         )
-    return restore_arrays(checkpoints, template)
+    return meta
 
 
 def _restore_params(workdir: str, which: str) -> tuple[Any, dict]:

@@ -50,6 +50,11 @@ def _parse_flags(argv: list[str]) -> list[str]:
         return flags.FLAGS(argv)
     except flags.Error as error:
         _fail(str(error).splitlines()[0])
+    except SyntaxError as error:  # the config file itself (absl loads it while parsing)
+        _fail(
+            f"cannot load config {error.filename}: {error.msg} at line {error.lineno} "
+            "(fix the file, or pass one of configs/)"
+        )
     except (AttributeError, KeyError, TypeError, ValueError) as error:
         # ml_collections reports an unknown override key as AttributeError("'name'").
         bad = [a for a in argv[1:] if a.startswith("--config.")]

@@ -227,12 +227,6 @@ class Trainer:
         self.log_every = max(int(config.train.log_every), 1)
         self.checkpoint_every = max(int(config.train.checkpoint_every_steps), 1)
 
-        self.model = model = build_model(
-            config, dataset.n_neurons, image_mean=dataset.image_mean, image_std=dataset.image_std
-        )
-        state = state_lib.create_train_state(
-            config, model, jax.random.PRNGKey(config.seed), self.steps_per_epoch
-        )
         self.static_meta = {
             "config": checkpoint.config_json(config),
             "stats": {
@@ -242,11 +236,20 @@ class Trainer:
             },
             "split": dataset.split.as_lists(),
         }
-        self.progress = Progress()
-        # Resume compatibility (format, config, data, split, parameter shapes), read-only.
-        restored = checkpoint.resumable_arrays(
-            workdir, state_lib.state_arrays(state), self.static_meta
+        # Resume compatibility, read-only: the metadata first (format, config, data, split),
+        # then the arrays into this model's tree (shapes, a damaged step).
+        resume_meta = checkpoint.check_resumable(workdir, self.static_meta)
+        self.model = model = build_model(
+            config, dataset.n_neurons, image_mean=dataset.image_mean, image_std=dataset.image_std
         )
+        state = state_lib.create_train_state(
+            config, model, jax.random.PRNGKey(config.seed), self.steps_per_epoch
+        )
+        self.progress = Progress()
+        restored = None
+        if resume_meta is not None:
+            latest = checkpoint.manager(workdir, "latest", create=False)
+            restored = checkpoint.restore_arrays(latest, state_lib.state_arrays(state))
 
         # Every check passed: from here on the workdir is written.
         if self.primary:
@@ -275,7 +278,7 @@ class Trainer:
     def _resume(
         self, state: state_lib.TrainState, arrays: dict, meta: dict
     ) -> state_lib.TrainState:
-        """The state and progress of the checked ``latest`` checkpoint (``resumable_arrays``)."""
+        """The state and progress of the checked ``latest`` checkpoint (``check_resumable``)."""
         state = state_lib.with_arrays(state, arrays)
         self.progress = progress = Progress.from_json(meta["progress"])
         self.writer.truncate_after(progress.step)
