@@ -92,6 +92,7 @@ SUBMODULES = (
     "config",
     "data",
     "evaluation",
+    "files",
     "losses",
     "main",
     "models",
