@@ -98,6 +98,7 @@ SUBMODULES = (
     "configs",
     "data",
     "evaluation",
+    "files",
     "losses",
     "main",
     "models",

@@ -38,6 +38,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from dina_jax import files
 from dina_jax.config import config_from_json, with_defaults
 from dina_jax.data import pipeline
 from dina_jax.data.stringer import DataError
@@ -95,11 +96,29 @@ def save(checkpoints: ocp.CheckpointManager, arrays: dict, meta: dict) -> None:
     checkpoints.wait_until_finished()
 
 
+def _damaged(checkpoints: ocp.CheckpointManager, step, error: BaseException) -> CheckpointError:
+    reason = " ".join(str(error).split())[:200] or type(error).__name__
+    return CheckpointError(
+        f"{checkpoints.directory}/{step}: damaged or incomplete checkpoint ({reason}); "
+        "retrain, or restore the folder from a copy"
+    )
+
+
 def read_meta(checkpoints: ocp.CheckpointManager) -> dict:
-    """The metadata of the newest finalized step, as written (not upgraded)."""
+    """The metadata of the newest finalized step, as written (not upgraded).
+
+    Raises:
+      CheckpointError: the step has no readable metadata.
+    """
     step = checkpoints.latest_step()
-    restored = checkpoints.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-    return restored["meta"]
+    try:
+        restored = checkpoints.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        meta = restored["meta"]
+    except Exception as error:  # noqa: BLE001 - orbax and tensorstore raise many types
+        raise _damaged(checkpoints, step, error) from None
+    if not isinstance(meta, dict) or not {"config", "stats", "split"} <= set(meta):
+        raise _damaged(checkpoints, step, ValueError("no metadata"))
+    return meta
 
 
 def restore_arrays(checkpoints: ocp.CheckpointManager, template: dict) -> tuple[dict, dict]:
@@ -125,16 +144,114 @@ def restore_arrays(checkpoints: ocp.CheckpointManager, template: dict) -> tuple[
         )
     abstract = functools.partial(jax.tree.map, ocp.utils.to_shape_dtype_struct)
     step = checkpoints.latest_step()
-    restored = checkpoints.restore(
-        step,
-        args=ocp.args.Composite(
-            params=ocp.args.StandardRestore(abstract(template["params"])),
-            train=ocp.args.StandardRestore(
-                abstract({k: v for k, v in template.items() if k != "params"})
+    try:
+        restored = checkpoints.restore(
+            step,
+            args=ocp.args.Composite(
+                params=ocp.args.StandardRestore(abstract(template["params"])),
+                train=ocp.args.StandardRestore(
+                    abstract({k: v for k, v in template.items() if k != "params"})
+                ),
             ),
-        ),
-    )
+        )
+    except Exception as error:  # noqa: BLE001 - a changed tree or shape, or a damaged step
+        raise _damaged(checkpoints, step, error) from None
     return {"params": restored["params"], **restored["train"]}, meta
+
+
+# Fields a resumed run may change: where things are, how long to train, how to log and
+# evaluate. Any other difference would continue a run with another model, optimizer or data.
+RESUME_MAY_CHANGE = (
+    "compilation_cache",
+    "data.dir",
+    "data.cache_dir",
+    "train.num_epochs",
+    "train.patience",
+    "train.log_every",
+    "train.checkpoint_every_steps",
+    "train.distributed",
+    "train.evaluate_at_end",
+    "eval",
+    "figures",
+    "analysis",
+)
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flat(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def config_differences(saved: dict, current: dict) -> list[str]:
+    """``"key=saved, this config has key=new"`` for each field that forbids resuming.
+
+    ``saved`` and ``current`` are configs as :func:`config_json` gives them; fields added to the
+    config since ``saved`` was written count with their defaults.
+    """
+    before = _flat(config_json(with_defaults(config_from_json(saved))))
+    after = _flat(current)
+    free = tuple(RESUME_MAY_CHANGE)
+    return [
+        f"{key}={before.get(key)!r}, this config has {key}={after.get(key)!r}"
+        for key in sorted(set(before) | set(after))
+        if before.get(key) != after.get(key)
+        and not any(key == f or key.startswith(f + ".") for f in free)
+    ]
+
+
+def check_resumable(workdir: str | os.PathLike, static_meta: dict) -> dict | None:
+    """The ``latest`` checkpoint's metadata if training can resume from it, else raises.
+
+    Read-only and cheap (no model is built): a refused run stops before writing anything.
+    ``None`` when there is no finalized ``latest`` step (a fresh start).
+
+    Args:
+      workdir: the run's folder.
+      static_meta: this run's ``config`` (JSON), ``stats`` and ``split``.
+
+    Raises:
+      FormatError: another checkpoint format. CheckpointError: unreadable metadata, or trained
+        with another config (architecture, optimizer, EMA, seed, data options), other data or
+        another split.
+    """
+    folder = os.path.join(os.path.abspath(os.fspath(workdir)), "checkpoints", "latest")
+    if not os.path.isdir(folder):
+        return None
+    checkpoints = manager(workdir, "latest", create=False)
+    if checkpoints.latest_step() is None:
+        return None
+    meta = read_meta(checkpoints)
+    found = meta.get("format", 1)
+    if found != FORMAT:
+        raise FormatError(
+            f"{checkpoints.directory}: checkpoint format {found}, this dina_jax resumes format "
+            f"{FORMAT} only; evaluate and analyse it, or train in a new workdir"
+        )
+    hint = "resume with the run's own config.json, or train in a new --workdir"
+    differences = config_differences(meta["config"], static_meta["config"])
+    if differences:
+        more = f" (and {len(differences) - 1} more)" if len(differences) > 1 else ""
+        raise CheckpointError(
+            f"{checkpoints.directory}: its checkpoint was trained with {differences[0]}{more}; "
+            f"{hint}"
+        )
+    if int(meta["stats"]["n_neurons"]) != int(static_meta["stats"]["n_neurons"]):
+        raise CheckpointError(
+            f"{checkpoints.directory}: its checkpoint has {meta['stats']['n_neurons']} neurons, "
+            f"the data have {static_meta['stats']['n_neurons']}; {hint}"
+        )
+    if meta["split"] != static_meta["split"]:
+        raise CheckpointError(
+            f"{checkpoints.directory}: its checkpoint was trained on another train/val/test "
+            f"split (different data or seed); {hint}"
+        )
+    return meta
 
 
 def _restore_params(workdir: str, which: str) -> tuple[Any, dict]:
@@ -150,13 +267,11 @@ def _restore_params(workdir: str, which: str) -> tuple[Any, dict]:
             step,
             args=ocp.args.Composite(params=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()),
         )
-    except (KeyError, ValueError, OSError) as error:
-        reason = " ".join(str(error).split())[:200]
-        raise CheckpointError(
-            f"{checkpoints.directory}/{step}: damaged or incomplete checkpoint ({reason}); "
-            "retrain, or restore the folder from a copy"
-        ) from None
-    meta = restored["meta"]
+        meta = restored["meta"]
+    except Exception as error:  # noqa: BLE001 - orbax and tensorstore raise many types
+        raise _damaged(checkpoints, step, error) from None
+    if not isinstance(meta, dict) or not {"config", "stats", "split"} <= set(meta):
+        raise _damaged(checkpoints, step, ValueError("no metadata"))
     params = jax.tree.map(np.asarray, restored["params"])
     if meta.get("format", 1) == 1:
         meta, params = upgrade_format_1(meta, params)
@@ -335,6 +450,15 @@ def upgrade_format_1(meta: dict, params) -> tuple[dict, Any]:
         rest = {k: v for k, v in neural_params.items() if k not in moved}
         params = {**params, "neural_tower": {**rest, "population_attention": moved}}
     return meta, params
+
+
+def write_config(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> str:
+    """Writes the resolved config to ``workdir/config.json`` atomically; returns the path."""
+    path = os.path.join(os.fspath(workdir), "config.json")
+    with files.atomic_write(path) as f:
+        f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+        f.write("\n")
+    return path
 
 
 def config_json(config: ml_collections.ConfigDict) -> dict:

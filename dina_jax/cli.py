@@ -46,6 +46,11 @@ def parse_flags(argv: list[str]) -> list[str]:
         return flags.FLAGS(argv)
     except flags.Error as error:
         fail(str(error).splitlines()[0])
+    except SyntaxError as error:  # the config file itself (absl loads it while parsing)
+        fail(
+            f"cannot load config {error.filename}: {error.msg} at line {error.lineno} "
+            "(fix the file, or pass one of configs/)"
+        )
     except (AttributeError, KeyError, TypeError, ValueError) as error:
         _bad_override(argv, error)
     return []

@@ -293,6 +293,74 @@ def get_base_config() -> ml_collections.ConfigDict:
 # ------------------------------------------------------------------------------ loading
 
 
+class ConfigError(ValueError):
+    """A config value that cannot work; the message is one line: what, and how to fix it."""
+
+
+DATA_SOURCES = ("files", "synthetic")
+DTYPES = ("float32", "bfloat16")
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """Raises :class:`ConfigError` for a value no run can use, before anything is loaded.
+
+    Checks what a typo or a sign error can break: data source, split fractions, the
+    temperature, batch sizes, epoch and step counts (the training options that need the
+    optimizers or the devices are checked by ``training.loop.check_train_options``).
+    """
+
+    def require(ok: bool, key: str, problem: str, fix: str) -> None:
+        if not ok:
+            value = config
+            for part in key.split("."):
+                value = value[part]
+            raise ConfigError(f"{key}={value!r} {problem} ({fix})")
+
+    def positive_int(key: str, fix: str) -> None:
+        value = config
+        for part in key.split("."):
+            value = value[part]
+        require(isinstance(value, int) and value >= 1, key, "must be a positive integer", fix)
+
+    data = config.data
+    require(
+        data.source in DATA_SOURCES,
+        "data.source",
+        f"is not one of {DATA_SOURCES}",
+        "set --config.data.source=files for the .mat files or =synthetic",
+    )
+    require(
+        0.0 < float(data.test_fraction) < 1.0,
+        "data.test_fraction",
+        "must be in (0, 1)",
+        "the paper holds out 0.1",
+    )
+    require(
+        0.0 <= float(data.val_fraction) < 1.0,
+        "data.val_fraction",
+        "must be in [0, 1)",
+        "the default is 0.1",
+    )
+    require(
+        int(data.n_spont_pcs) >= 0, "data.n_spont_pcs", "must be >= 0", "32 as the authors, or 0"
+    )
+    require(config.model.dtype in DTYPES, "model.dtype", f"is not one of {DTYPES}", "use float32")
+    temperature = float(config.loss.temperature)
+    require(
+        temperature > 0.0 and temperature == temperature and temperature != float("inf"),
+        "loss.temperature",
+        "must be a positive number",
+        "the paper uses 0.01",
+    )
+    positive_int("train.batch_size", "the paper uses 128")
+    positive_int("train.num_epochs", "e.g. 100")
+    positive_int("train.patience", "e.g. 15")
+    positive_int("train.log_every", "e.g. 10")
+    positive_int("train.checkpoint_every_steps", "e.g. 50")
+    positive_int("eval.batch_size", "e.g. 128")
+    positive_int("analysis.n_images", "280 analyses every test stimulus")
+
+
 def available_configs() -> list[str]:
     """Names accepted by :func:`load_config`: ``"base"`` and every ``configs/<name>.py``."""
     found = sorted(p.stem for p in CONFIGS_DIR.glob("*.py") if not p.stem.startswith("_"))

@@ -12,15 +12,20 @@ Modes (``--mode``):
 
 Any config field can be overridden, e.g. ``--config.data.n_spont_pcs=0`` or
 ``--config.data.dir=/path/to/stringer``. The resolved config is written to ``DIR/config.json``.
-Bad input (unknown config key, missing or corrupt data file) is reported in one line with exit
-code 2. The heavy lifting lives in library functions (``training.train_and_evaluate``,
-``evaluation.evaluate``, ``analysis.run.analyze``) that notebooks call directly.
+Everything is validated before the first byte is written to DIR: the config, the data, and when
+resuming the checkpoint's compatibility. Bad input (unknown config key or bad value, missing or
+corrupt data file, damaged or incompatible checkpoint, an unwritable or busy workdir) is reported
+in one line ``error: <what> (<how to fix>)`` with exit code 2. One process writes a workdir at a
+time (``dina_jax.files.workdir_lock``). The heavy lifting lives in library functions
+(``training.train_and_evaluate``, ``evaluation.evaluate``, ``analysis.run.analyze``) that
+notebooks call directly.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -46,14 +51,10 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def write_config(config, workdir: str) -> str:
     """Writes the resolved config to ``workdir/config.json`` atomically and returns the path."""
+    from dina_jax.checkpoint import write_config as write
+
     os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, "config.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-        f.write("\n")
-    os.replace(tmp, path)
-    return path
+    return write(config, workdir)
 
 
 def enable_compilation_cache(config, workdir: str | None = None) -> str:
@@ -96,33 +97,47 @@ def run(config, workdir: str, mode: str = "all") -> dict:
 
         dina_jax.run(config, "workdirs/synthetic", mode="all")  # data, train, evaluate, analyze
     """
+    import contextlib
+
+    import jax
+
+    from dina_jax import files
+    from dina_jax.config import check_config
     from dina_jax.data import pipeline
 
-    enable_compilation_cache(config, workdir)
-    results: dict = {}
+    # Validate first, write after: the config here, the data and a resumed checkpoint's
+    # compatibility in each step before its first write (a refused run leaves the workdir as is).
     if mode in ("train", "all"):
         from dina_jax.training.loop import check_train_options
 
-        # A bad training option fails here, before the workdir is written to.
         check_train_options(config)
-    if mode in ("data", "train", "all") or not os.path.exists(os.path.join(workdir, "config.json")):
-        # Evaluating or analysing an existing run must not replace the record of its training.
-        write_config(config, workdir)
+    else:
+        check_config(config)
+    enable_compilation_cache(config, workdir)
+    results: dict = {}
     if mode in ("data", "all"):
         dataset = pipeline.load_dataset(config, workdir=workdir)
         print(pipeline.summarize(dataset), flush=True)
-    if mode in ("train", "all"):
-        from dina_jax.training import train_and_evaluate
+    if mode == "data":
+        with files.workdir_lock(workdir):
+            write_config(config, workdir)
+        return results
+    # "all" holds the workdir for its three steps (each step also locks it, re-entrantly).
+    primary = jax.process_index() == 0
+    hold = files.workdir_lock(workdir, enabled=primary) if mode == "all" else None
+    with hold or contextlib.nullcontext():
+        if mode in ("train", "all"):
+            from dina_jax.training import train_and_evaluate
 
-        results["train"] = train_and_evaluate(config, workdir)
-    elif mode == "evaluate":
-        from dina_jax.evaluation import evaluate
+            results["train"] = train_and_evaluate(config, workdir)
+        elif mode == "evaluate":
+            from dina_jax.evaluation import evaluate
 
-        results["evaluate"] = evaluate(config, workdir)
-    if mode in ("analyze", "all"):
-        from dina_jax.analysis import run as analysis_run
+            results["evaluate"] = evaluate(config, workdir)
+        if mode in ("analyze", "all"):
+            from dina_jax.analysis import run as analysis_run
 
-        results["analyze"] = analysis_run.analyze(config, workdir)
+            results["analyze"] = analysis_run.analyze(config, workdir)
     return results
 
 
@@ -207,24 +222,38 @@ def main(argv: list[str]) -> None:
         # Keep stderr for warnings and errors (a bad input must read as one line); progress goes
         # to stdout and tqdm. --verbosity=0 brings absl/JAX INFO logs back.
         logging.set_verbosity(logging.WARNING)
-    from dina_jax.training.loop import check_train_options, maybe_initialize_distributed
+    from dina_jax.checkpoint import CheckpointError
+    from dina_jax.config import ConfigError, check_config
+    from dina_jax.files import WorkdirBusy
+    from dina_jax.training.loop import (
+        NonFiniteLossError,
+        check_train_options,
+        maybe_initialize_distributed,
+    )
 
     # Multi-host: jax.distributed must be initialized before anything touches a backend.
     maybe_initialize_distributed(config)
     print(f"JAX {jax.__version__} devices: {jax.devices()}", flush=True)
+    config_file = flags.FLAGS["config"].config_filename
     try:
-        check_train_options(config)
+        (check_train_options if _MODE.value in ("train", "all") else check_config)(config)
     except ValueError as error:
-        _fail(f"{flags.FLAGS['config'].config_filename}: {error}")
-    from dina_jax.checkpoint import CheckpointError
-
+        _fail(f"{config_file}: {error}")
+    workdir = _WORKDIR.value
     try:
-        results = run(config, _WORKDIR.value, _MODE.value)
-    except (DataError, CheckpointError) as error:
+        results = run(config, workdir, _MODE.value)
+    except (DataError, CheckpointError, WorkdirBusy) as error:
         _fail(str(error))
-    except FileNotFoundError as error:
-        _fail(f"{error.filename}: {error.strerror}")
-    print("\n".join(summary_lines(results, _WORKDIR.value)), flush=True)
+    except NonFiniteLossError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    except ConfigError as error:  # a config value that only the data refute
+        _fail(f"{config_file}: {error}")
+    except OSError as error:  # e.g. an unwritable workdir, or none to evaluate
+        where = error.filename or workdir
+        hint = "" if isinstance(error, FileNotFoundError) else " (check that --workdir is writable)"
+        _fail(f"{where}: {error.strerror or error}{hint}")
+    print("\n".join(summary_lines(results, workdir)), flush=True)
 
 
 if __name__ == "__main__":

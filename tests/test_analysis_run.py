@@ -55,7 +55,9 @@ def _write_run(workdir, config, params, stats, split):
     pipeline.save_split(os.path.join(workdir, "split.json"), split)
 
 
-def test_analyze_writes_results_and_figures_then_resumes(tiny_run, monkeypatch, capsys):
+def test_analyze_writes_results_and_figures_then_resumes(
+    tiny_run, tiny_dataset, monkeypatch, capsys
+):
     config, workdir, _ = tiny_run
     summary = run.analyze(config, workdir)
     # One line per stage with its time, and the occlusion maps' ETA (a log file has no bars).
@@ -65,6 +67,14 @@ def test_analyze_writes_results_and_figures_then_resumes(tiny_run, monkeypatch, 
     assert len(stages_run) == int(stages_run[0].split("/")[1].split()[0])
     assert "occlusion maps 1/2:" in printed and "ETA" in printed
     with h5py.File(os.path.join(workdir, "analysis.h5")) as h5:
+        # Traceable to the files: stimuli as rows of the images file, neurons as its columns.
+        recording, rows = tiny_dataset.recording, tiny_dataset.split.test[:2]
+        np.testing.assert_array_equal(h5["rows"][...], rows)
+        np.testing.assert_array_equal(h5["image_index"][...], recording.image_index[rows])
+        np.testing.assert_array_equal(h5["neuron_index"][...], recording.neuron_index)
+        np.testing.assert_array_equal(h5["neuron_xyz"][...], recording.neuron_xyz)
+        for name in ("rows", "image_index", "neuron_index", "neuron_xyz"):
+            assert h5[name].attrs["units"] and h5[name].attrs["description"], name
         assert {"pathways", "occlusion", "blobs", "ablation", "attention", "validation"} <= set(h5)
         assert h5["occlusion/maps"].shape == (2, 68, 270) and h5["occlusion/done"][...].all()
         assert h5["ablation/ranked_ssim"].shape == (3, 2)
@@ -147,7 +157,8 @@ def test_a_new_stage_is_run_stored_and_resumed_without_touching_run_py(
     assert summary["figures"] == [os.path.join(workdir, "figures", "mean_image.png")]
     assert os.path.exists(summary["figures"][0])
     with h5py.File(os.path.join(workdir, "analysis.h5")) as h5:
-        assert set(h5) == {"mean_image", "mean_row", "rows"}
+        index = {"rows", "image_index", "neuron_index", "neuron_xyz"}
+        assert set(h5) == {"mean_image", "mean_row"} | index
         assert h5["mean_image"].attrs["complete"] and h5["mean_row"].attrs["complete"]
         assert h5["mean_image/mean"][...] == pytest.approx(2.0 * images.mean(axis=0), rel=1e-5)
     with open(os.path.join(workdir, "analysis.json")) as f:

@@ -16,6 +16,7 @@ LAYERS = (
         "dina_jax.config",
         "dina_jax.configs",
         "dina_jax.cli",
+        "dina_jax.files",
         "dina_jax.losses",
         "dina_jax.plots",
         "dina_jax.progress",

@@ -416,3 +416,36 @@ def test_istim_length_differs_from_trials(tmp_path):
     with pytest.raises(DataError) as excinfo:
         stringer.load_recording(path)
     assert_one_line_error(excinfo, path, "ids for")
+
+
+def test_huge_values_that_overflow_float32_are_an_error_naming_the_file(tmp_path):
+    resp, istim, spont = random_recording(np.random.default_rng(10))
+    resp = resp.astype(np.float64)
+    resp[istim == 1, 2] = 1e300  # finite in the file, not after preprocessing (random bytes)
+    path = write_recording(tmp_path / "rec.mat", resp, istim, spont)
+    with pytest.raises(DataError) as excinfo:
+        stringer.load_recording(path, n_spont_pcs=2, cache_dir=tmp_path / "cache")
+    assert_one_line_error(excinfo, path, "non-finite values")
+    assert not (tmp_path / "cache").exists() or os.listdir(tmp_path / "cache") == []
+
+
+def test_a_neuron_without_spontaneous_variance_is_not_scaled_by_a_million(tmp_path):
+    resp, istim, spont = random_recording(np.random.default_rng(11))
+    spont[:, 4] = 2.0  # a constant spontaneous trace
+    path = write_recording(tmp_path / "rec.mat", resp, istim, spont)
+    with pytest.warns(UserWarning, match="1 neurons have no variance in stim.spont .*column 4"):
+        recording = stringer.load_recording(path, n_spont_pcs=0)
+    kept = istim != istim.max()
+    by_responses = resp[kept, 4].std()  # z-scored by the std of its responses instead
+    expected = oracle(resp, istim, spont, n_pcs=0)[0][:, 4] * (1e-6 / (by_responses + 1e-6))
+    np.testing.assert_allclose(recording.responses[:, 4], expected, rtol=1e-4, atol=1e-6)
+    assert np.abs(recording.responses).max() < 100
+
+
+def test_blank_is_the_largest_id_with_a_larger_images_file(tmp_path):
+    resp, istim, spont = random_recording(np.random.default_rng(12))  # blank id 7, 6 images
+    path = write_recording(tmp_path / "rec.mat", resp, istim, spont)
+    with_more_images = stringer.load_recording(path, n_spont_pcs=2, n_images=10)
+    as_recorded = stringer.load_recording(path, n_spont_pcs=2, n_images=6)
+    np.testing.assert_array_equal(with_more_images.image_index, [0, 2, 3, 4, 5])
+    np.testing.assert_array_equal(with_more_images.responses, as_recorded.responses)

@@ -555,8 +555,9 @@ def test_training_split_smaller_than_a_batch_is_rejected(
     config = tiny_config.copy_and_resolve_references()
     config.train.batch_size = 8 * len(tiny_dataset.split.train)
     monkeypatch.setattr(pipeline, "load_dataset", lambda *a, **k: tiny_dataset)
-    with pytest.raises(ValueError, match="smaller than one batch"):
+    with pytest.raises(ValueError, match="larger than the training split .* at most 130"):
         train_and_evaluate(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
 def test_resuming_with_the_ema_switched_off_is_refused(full_run, tiny_config, tmp_path):

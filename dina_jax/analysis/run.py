@@ -18,11 +18,15 @@ this order (each with its settings block ``config.analysis.<name>``):
   validation  (simulated data only) occlusion maps vs the simulated RFs that drive the population,
               and the ablation ranking vs the simulator's high-gain neurons.
 
-Results go to ``workdir/analysis.h5`` (one group per stage), a summary to
-``workdir/analysis.json`` and figures to ``workdir/figures/fig5*.png`` and ``fig6*.png``. The run
-is resumable: a stage whose group is complete and was computed with the same settings, stimuli
-and upstream results is skipped, and occlusion maps are stored image by image. The model, data and
-split come from the workdir (``dina_jax.checkpoint.load_run``); the data paths and the
+Results go to ``workdir/analysis.h5`` (one group per stage; at the root ``rows``,
+``image_index``, ``neuron_index`` and ``neuron_xyz`` say which stimuli and neurons they refer to,
+each with ``units`` and ``description`` attributes), a summary to ``workdir/analysis.json`` and
+figures to ``workdir/figures/fig5*.png`` and ``fig6*.png``. The run is resumable: a stage whose
+group is complete and was computed with the same settings, stimuli and upstream results is
+skipped, and occlusion maps are stored image by image. ``analysis.h5`` is worked on in memory and
+replaced atomically after every stage (:class:`ResultsFile`), so a kill at any moment leaves the
+last complete file; a torn one (from an older version) is reported and recomputed. The model,
+data and split come from the workdir (``dina_jax.checkpoint.load_run``); the data paths and the
 ``analysis`` settings from ``config``.
 """
 
@@ -31,16 +35,18 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 
 import h5py
 import jax
 import numpy as np
 
-from dina_jax import progress
+from dina_jax import files, progress
 from dina_jax.analysis import stages
 from dina_jax.checkpoint import load_run
 
 FIGURES = "figures"
+H5_NAME = "analysis.h5"
 
 
 def analyze(config, workdir: str) -> dict:
@@ -62,6 +68,11 @@ def analyze(config, workdir: str) -> dict:
         summary = dina_jax.analyze(config, "workdirs/synthetic")  # writes analysis.h5
         summary["blobs"]["sti_mean"], summary["figures"]
     """
+    with files.workdir_lock(workdir, create=False):
+        return _analyze(config, workdir)
+
+
+def _analyze(config, workdir: str) -> dict:
     an = config.analysis
     # The model, its statistics and the split come from the run; data paths and the analysis
     # settings from ``config``.
@@ -84,9 +95,10 @@ def analyze(config, workdir: str) -> dict:
     summary: dict = {}
     figures: list[str] = []
     figure_dir = os.path.join(workdir, FIGURES)
-    with h5py.File(os.path.join(workdir, "analysis.h5"), "a") as h5:
+    with ResultsFile(os.path.join(workdir, H5_NAME)) as store:
+        h5 = store.h5
         h5.attrs["workdir"] = os.path.abspath(workdir)
-        _write_rows(h5, rows)
+        _write_index(h5, dataset, rows)
         keys: dict[str, str] = {}  # The settings key of every stage run so far.
         applicable = [stage for stage in stages.STAGES if stage.applies(inputs)]
         started = time.time()
@@ -96,10 +108,18 @@ def analyze(config, workdir: str) -> dict:
             keys[stage.name] = _settings_key(stage, block, rows, keys)
             group, done = _open_stage(h5, stage, keys[stage.name])
             context = stages.StageContext(
-                inputs, block, an, h5, group, figure_dir, run_config.get("figures")
+                inputs,
+                block,
+                an,
+                h5,
+                group,
+                figure_dir,
+                run_config.get("figures"),
+                persist=store.save_soon,
             )
             if not done:
                 _write(group, *stage.compute(context))
+                store.save()
             summary[stage.name] = _scalars(group)
             if stage.figures is not None:
                 figures.extend(stage.figures(context))
@@ -111,11 +131,74 @@ def analyze(config, workdir: str) -> dict:
                 flush=True,
             )
     summary["figures"] = figures
-    with open(os.path.join(workdir, "analysis.json"), "w") as f:
-        json.dump(summary, f, indent=2, sort_keys=True, default=float)
-        f.write("\n")
+    files.write_json(
+        os.path.join(workdir, "analysis.json"), summary, indent=2, sort_keys=True, default=float
+    )
     _print_summary(summary)
     return summary
+
+
+class ResultsFile:
+    """``analysis.h5`` worked on in memory and saved atomically, so no kill can tear it.
+
+    On entry the file's stored image is loaded into an in-memory HDF5 file (a torn or unreadable
+    one is reported and started again: its stages recompute). :meth:`save` writes the whole
+    image to the path atomically (:func:`dina_jax.files.write_bytes`): after a stage, on
+    :meth:`save_soon` calls at most every ``interval`` seconds (a resumable stage's progress),
+    and on exit, also after an exception (the in-memory file is consistent between calls). A kill
+    loses at most the work since the last save; the file on disk is always a complete one.
+    """
+
+    def __init__(self, path: str, interval: float = 30.0):
+        self.path = path
+        self.interval = interval
+        self.h5: h5py.File | None = None
+        self._last_save = 0.0
+
+    def __enter__(self) -> ResultsFile:
+        self.h5 = _load_image(self.path)
+        self._last_save = time.monotonic()
+        return self
+
+    def save(self) -> None:
+        """Writes the current results to the path (atomically)."""
+        self.h5.flush()
+        files.write_bytes(self.path, self.h5.id.get_file_image())
+        self._last_save = time.monotonic()
+
+    def save_soon(self) -> None:
+        """:meth:`save` if the last save is ``interval`` seconds old (a resumable stage's step)."""
+        if time.monotonic() - self._last_save >= self.interval:
+            self.save()
+
+    def __exit__(self, *exc_info) -> None:
+        try:
+            self.save()
+        finally:
+            self.h5.close()
+
+
+def _read_header(_name: str, obj) -> None:
+    """Reads an object's attributes and shape: raises if its header is damaged."""
+    dict(obj.attrs)
+    if isinstance(obj, h5py.Dataset):
+        obj.shape  # noqa: B018
+
+
+def _load_image(path: str) -> h5py.File:
+    """An in-memory HDF5 file holding ``path``'s results; empty if missing, torn or unreadable."""
+    if os.path.exists(path):
+        try:
+            with open(path, "rb") as f:
+                h5 = h5py.File.in_memory(f.read())
+            h5.visititems(_read_header)
+            return h5
+        except Exception as error:  # noqa: BLE001 - HDF5 reports a torn file in several ways
+            reason = " ".join(str(error).split())[:160]
+            warnings.warn(
+                f"{path}: unreadable ({reason}); its stages are computed again", stacklevel=3
+            )
+    return h5py.File.in_memory()
 
 
 # ------------------------------------------------------------------------- HDF5 bookkeeping
@@ -192,11 +275,50 @@ def _scalars(group: h5py.Group) -> dict:
     }
 
 
-def _write_rows(h5, rows):
-    if "rows" in h5 and not np.array_equal(h5["rows"][...], rows):
-        del h5["rows"]
-    if "rows" not in h5:
-        h5.create_dataset("rows", data=rows)
+def _index_dataset(h5, name: str, data, units: str, description: str) -> None:
+    data = np.asarray(data)
+    if name in h5 and (h5[name].shape != data.shape or not np.array_equal(h5[name][...], data)):
+        del h5[name]
+    if name not in h5:
+        h5.create_dataset(name, data=data)
+    h5[name].attrs["units"] = units
+    h5[name].attrs["description"] = description
+
+
+def _write_index(h5, dataset, rows: np.ndarray) -> None:
+    """What the results refer to: the analysed stimuli and the neurons, traceable to the files."""
+    recording = dataset.recording
+    _index_dataset(
+        h5,
+        "rows",
+        rows,
+        "row index (0-based)",
+        "rows of the run's dataset analysed: the first analysis.n_images test rows of split.json",
+    )
+    _index_dataset(
+        h5,
+        "image_index",
+        np.asarray(recording.image_index)[rows],
+        "image index (0-based)",
+        f"row (0-based; MATLAB column + 1 of imgs) in the images file of each analysed stimulus; "
+        f"recording {recording.name}",
+    )
+    _index_dataset(
+        h5,
+        "neuron_index",
+        recording.neuron_index,
+        "neuron index (0-based)",
+        "column of stim.resp in the recording file of each neuron of the model (red cells "
+        "dropped): the neuron axis of every per-neuron result",
+    )
+    _index_dataset(
+        h5,
+        "neuron_xyz",
+        recording.neuron_xyz,
+        "as stored in the recording's med",
+        "cell centre (med) of each neuron of the model, in neuron_index order; 0 when the "
+        "recording has no med",
+    )
 
 
 def _print_summary(summary: dict) -> None:

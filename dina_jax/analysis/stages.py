@@ -90,6 +90,8 @@ class StageContext:
       group: the stage's own group (a resumable stage keeps its partial results there).
       figure_dir: the folder of the figures (``workdir/figures``).
       figures: ``config.figures`` (format and dpi of :meth:`save`); None: PNG at 120 dpi.
+      persist: call after each unit of a resumable stage's work; writes ``h5`` to disk now and
+        then, so that a killed run resumes from there.
     """
 
     inputs: Inputs
@@ -99,6 +101,7 @@ class StageContext:
     group: h5py.Group
     figure_dir: str
     figures: ml_collections.ConfigDict | None = None
+    persist: Callable[[], None] = lambda: None
 
     def figure(self, name: str) -> str:
         """Path of the file ``name`` in the figure folder."""
@@ -199,7 +202,7 @@ def _occlusion_compute(ctx: StageContext) -> tuple[dict, dict]:
         group["maps"][i] = np.asarray(occlusion.occlusion_map(feature_fn, run.images[i], **options))
         seconds.append(time.perf_counter() - start)
         group["done"][i] = True
-        group.file.flush()
+        ctx.persist()
         if count in report_at:
             pace = float(np.mean(seconds[1:] or seconds))
             left = progress.eta(pace, len(todo) - count)

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from dina_jax import files
 from dina_jax.data import stringer, synthetic
 from dina_jax.data.stringer import DataError, Recording
 
@@ -91,18 +92,7 @@ def make_split(
 
 def save_split(path, split: Split) -> None:
     """Writes the split as JSON (atomically)."""
-    payload = split.as_lists()
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    files.write_json(path, split.as_lists())
 
 
 def load_split(path) -> Split:

@@ -25,7 +25,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import warnings
 
 import h5py
@@ -33,6 +32,8 @@ import numpy as np
 import scipy.io
 import scipy.linalg
 import scipy.sparse
+
+from dina_jax import files
 
 logger = logging.getLogger(__name__)
 
@@ -401,13 +402,14 @@ def preprocess_responses(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The authors' ``loadProc2800`` followed by ``compute_means(istim, resp, 2)``.
 
-    1. Drop blank trials: the blank id is ``n_images + 1`` when the images file is known, else the
-       largest id (as the authors' ``nimg = max(istim) - 1``).
+    1. Drop blank trials: the blank is the largest id (as the authors' ``nimg = max(istim) - 1``);
+       ``n_images`` only checks that the other ids are rows of the images file.
     2. NaN responses (and NaN spontaneous samples) are set to 0 with a warning, as the authors do
        for ``resp``; +-Inf is a DataError (it cannot come from averaged deconvolved activity and
        zeroing it would hide a damaged file).
     3. z-score every neuron by the mean and std (ddof=0, + 1e-6) of its spontaneous activity
-       (of its responses when ``spont`` is empty).
+       (of its responses when ``spont`` is empty); a neuron whose spontaneous std is below 1e-6
+       takes the std of its responses instead, with a warning (else it would be scaled ~1e6).
     4. Subtract the projection on the top ``n_spont_pcs`` right singular vectors of the z-scored
        spontaneous activity: ``r <- r - (r V) V^T``.
     5. Mean-centre every neuron over trials.
@@ -426,18 +428,20 @@ def preprocess_responses(
 
     Returns:
       responses (S, N) float32, halves (2, S, N) float32, image_index (S,) int64 (0-based, sorted).
+
+    Raises:
+      DataError: infinite inputs, ids beyond the images file, no repeats, or non-finite results.
     """
     istim = np.asarray(istim).reshape(-1).astype(np.int64)
-    if n_images is not None:
-        if istim.size and istim.max() > n_images + 1:
-            raise _error(
-                path,
-                f"stim.istim has image id {istim.max()} but the images file has only "
-                f"{n_images} images (id {n_images + 1} is the blank)",
-            )
-        blank_id = n_images + 1
-    else:
-        blank_id = int(istim.max()) if istim.size else 1
+    # The authors' rule (nimg = max(istim) - 1): the largest id is the blank, whatever the size
+    # of the images file; a file with more images than the recording shows is fine.
+    blank_id = int(istim.max()) if istim.size else 1
+    if n_images is not None and blank_id > n_images + 1:
+        raise _error(
+            path,
+            f"stim.istim has image id {blank_id - 1} but the images file has only "
+            f"{n_images} images (the largest id, {blank_id}, is the blank)",
+        )
     keep = istim < blank_id
     istim = istim[keep]
     resp0 = np.array(resp[keep], dtype=np.float64)
@@ -454,7 +458,18 @@ def preprocess_responses(
 
     reference = spont if spont.shape[0] else resp0
     mu = reference.mean(axis=0)
-    sd = reference.std(axis=0) + _SD_EPS
+    sd = reference.std(axis=0)
+    flat = sd < _SD_EPS  # z-scoring by them would scale a neuron by ~1e6
+    if flat.any():
+        fallback = resp0.std(axis=0)
+        warnings.warn(
+            f"{os.fspath(path)}: {int(flat.sum())} neurons have no variance in "
+            f"{'stim.spont' if spont.shape[0] else 'stim.resp'} (e.g. column "
+            f"{int(np.flatnonzero(flat)[0])}); z-scored by the std of their responses instead",
+            stacklevel=3,
+        )
+        sd = np.where(flat, np.where(fallback < _SD_EPS, 1.0, fallback), sd)
+    sd += _SD_EPS
     resp0 -= mu  # In place: a real recording is ~0.5 GB per float64 copy.
     resp0 /= sd
     if n_spont_pcs > 0 and spont.shape[0]:
@@ -498,6 +513,14 @@ def preprocess_responses(
     second_half = average((rank >= second_start) & (rank < second_start + half), half)
     halves = np.stack([first_half, second_half])  # (2, S, N)
     image_index = (ids[repeated] - 1).astype(np.int64)
+    for what, arr in (("responses", responses), ("repeat halves", halves)):
+        bad = ~np.isfinite(arr)
+        if bad.any():  # e.g. huge finite values in a damaged file overflow float32
+            raise _error(
+                path,
+                f"preprocessed {what} have {int(bad.sum())} non-finite values (damaged "
+                "stim.resp or stim.spont?); get a fresh copy of the file",
+            )
     return responses, halves, image_index
 
 
@@ -521,22 +544,19 @@ def _cache_file(cache_dir, path, options: dict) -> str:
 
 
 def _write_cache(filename: str, recording: Recording) -> None:
-    """Writes atomically: a crash leaves at most a hidden temp file that is removed on error."""
-    directory = os.path.dirname(filename)
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".h5")
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as h:
-            h.attrs["name"] = recording.name
-            h.attrs["version"] = CACHE_VERSION
-            for field in ("responses", "halves", "image_index", "neuron_xyz", "neuron_index"):
-                h.create_dataset(field, data=getattr(recording, field))
-        os.replace(tmp, filename)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Writes the cache file atomically (:func:`dina_jax.files.write_bytes`).
+
+    The HDF5 file is built in memory and written with plain file I/O, so a full disk or a file
+    size limit is an ``OSError`` here, never a failure inside the HDF5 library.
+    """
+    with h5py.File.in_memory() as h:
+        h.attrs["name"] = recording.name
+        h.attrs["version"] = CACHE_VERSION
+        for field in ("responses", "halves", "image_index", "neuron_xyz", "neuron_index"):
+            h.create_dataset(field, data=getattr(recording, field))
+        h.flush()
+        image = h.id.get_file_image()
+    files.write_bytes(filename, image)
 
 
 def _read_cache(filename: str) -> Recording | None:
@@ -547,6 +567,8 @@ def _read_cache(filename: str) -> Recording | None:
             arrays = {k: h[k][()] for k in h.keys()}
             name = h.attrs["name"]
         name = name.decode() if isinstance(name, bytes) else str(name)
+        if not all(np.isfinite(arrays[k]).all() for k in ("responses", "halves")):
+            raise ValueError("non-finite responses")
         return Recording(name=name, **arrays)
     except Exception as exc:  # A damaged cache is recomputed, never trusted.
         warnings.warn(f"{filename}: ignoring unreadable cache ({exc})", stacklevel=3)
@@ -574,8 +596,8 @@ def load_recording(
       cache_dir: folder of the HDF5 cache of preprocessed recordings (None: no cache). The key is
         the SHA-256 of the file's bytes plus these options, so an edited file is never served
         stale.
-      n_images: number of images in the matching images file; ids are checked against it and
-        ``n_images + 1`` is the blank id. None: the largest id is the blank (authors' rule).
+      n_images: number of images in the matching images file; ids are checked against it. The
+        largest id is the blank (authors' rule).
 
     Returns:
       The preprocessed :class:`Recording`.
@@ -639,8 +661,12 @@ def load_recording(
     if cache_file is not None:
         try:
             _write_cache(cache_file, recording)
-        except OSError as exc:  # A read-only cache folder must not stop the run.
-            warnings.warn(f"{cache_file}: could not write cache ({exc})", stacklevel=2)
+        except Exception as exc:  # noqa: BLE001 - full disk, read-only folder, h5py: the run goes on.
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            warnings.warn(
+                f"{cache_file}: could not write cache ({reason}); continuing without it",
+                stacklevel=2,
+            )
     return recording
 
 

@@ -26,7 +26,6 @@ modules named above.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -36,7 +35,7 @@ from collections.abc import Sequence
 import ml_collections
 import numpy as np
 
-from dina_jax import plots
+from dina_jax import files, plots
 from dina_jax.checkpoint import load_run, manager
 from dina_jax.evaluation.baseline import linear_baseline, noise_ceiling
 from dina_jax.evaluation.lpips import LPIPS_HOWTO, LPIPS_MISSING, map_lpips
@@ -78,6 +77,11 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str | os.PathLik
         results["retrieval"]["top1"], results["linear_baseline"]["top1"]
     """
     workdir = pathlib.Path(workdir)
+    with files.workdir_lock(workdir, create=False):
+        return _evaluate(config, workdir)
+
+
+def _evaluate(config: ml_collections.ConfigDict | None, workdir: pathlib.Path) -> dict:
     model, params, config, dataset = load_run(workdir, "best", config=config)
     ev = config.eval
     topk = tuple(ev.topk)
@@ -122,17 +126,17 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str | os.PathLik
         tensorboard.scalars(f"test/{name}", results[name], step)
     tensorboard.close()
 
-    np.savez_compressed(
-        workdir / "test_maps.npz",
-        z_img=z_img,
-        z_neu=z_neu,
-        similarity=similarity,
-        test_rows=test,
-        image_index=np.asarray(dataset.recording.image_index)[test],
-    )
-    tmp = workdir / "results.json.tmp"
-    tmp.write_text(json.dumps(results, indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, workdir / "results.json")  # Atomic: a reader never sees half a file.
+    # Atomic writes: a kill leaves the previous file or the new one, never half of one.
+    with files.atomic_write(workdir / "test_maps.npz", "wb") as f:
+        np.savez_compressed(
+            f,
+            z_img=z_img,
+            z_neu=z_neu,
+            similarity=similarity,
+            test_rows=test,
+            image_index=np.asarray(dataset.recording.image_index)[test],
+        )
+    files.write_json(workdir / "results.json", results, indent=2, allow_nan=False)
     print(format_table(results), flush=True)
     return results
 

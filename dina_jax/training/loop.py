@@ -25,7 +25,6 @@ Workdir layout::
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -35,8 +34,9 @@ import jax
 import ml_collections
 import numpy as np
 
-from dina_jax import checkpoint
+from dina_jax import checkpoint, files
 from dina_jax import progress as progress_lib
+from dina_jax.config import ConfigError, check_config
 from dina_jax.data import pipeline
 from dina_jax.evaluation import evaluate
 from dina_jax.evaluation.retrieval import retrieval_metrics
@@ -48,7 +48,8 @@ from dina_jax.training.writer import MetricWriter
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite; training stopped before saving that state."""
+    """The loss, a gradient or an updated parameter became NaN or infinite; training stopped
+    before logging or saving that state."""
 
 
 @dataclasses.dataclass
@@ -90,12 +91,43 @@ class Progress:
 
 
 def check_train_options(config: ml_collections.ConfigDict) -> None:
-    """Raises ValueError unless the training options of ``config`` are usable."""
+    """Raises ValueError (a one-line message) unless ``config`` can be trained as it stands.
+
+    :func:`dina_jax.config.check_config`, then what needs the models, the optimizers or the
+    devices: the model name, the response options, the EMA decay, each tower's optimizer, and a
+    global batch that divides over the devices.
+    """
+    from dina_jax.models import MODEL_BUILDERS
+
+    check_config(config)
+    if config.model.name not in MODEL_BUILDERS:
+        raise ConfigError(
+            f"model.name={config.model.name!r} is not one of {sorted(MODEL_BUILDERS)} "
+            "(DINA is 'dina'; the Table 1 baselines are 'vgg16_mlp' and 'vit_mlp')"
+        )
     train = config.train
     pipeline.check_response_options(train.responses, float(train.neuron_dropout))
     if not 0.0 <= float(train.ema_decay) < 1.0:
         raise ValueError(f"train.ema_decay must be in [0, 1), got {train.ema_decay}")
     optim.check_optimizer_options(config)
+    devices = jax.device_count()
+    if int(train.batch_size) % devices:
+        multiple = devices * max(1, int(train.batch_size) // devices)
+        raise ConfigError(
+            f"train.batch_size={train.batch_size} does not divide over the {devices} devices "
+            f"(use a multiple of {devices}, e.g. {multiple})"
+        )
+
+
+def steps_per_epoch(config: ml_collections.ConfigDict, dataset: pipeline.Dataset) -> int:
+    """Full global batches in the training split; ConfigError if not even one fits."""
+    batch, n_train = int(config.train.batch_size), len(dataset.split.train)
+    if n_train < batch:
+        raise ConfigError(
+            f"train.batch_size={batch} is larger than the training split ({n_train} images) "
+            f"of {dataset.name} (use a batch of at most {n_train})"
+        )
+    return n_train // batch
 
 
 def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
@@ -156,16 +188,6 @@ def checkpoint_loss(workdir: str, which: str = "best", split: str = "val") -> di
 # ------------------------------------------------------------------------------ the loop
 
 
-def _write_json_once(path: str, payload: dict) -> None:
-    if os.path.exists(path):
-        return
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 def _mean_records(host_metrics: list[dict]) -> dict:
     """Mean of each metric over the steps of one log record; learning rates of the last step."""
     mean = {
@@ -180,42 +202,31 @@ def _mean_records(host_metrics: list[dict]) -> dict:
 class Trainer:
     """One training run in a workdir: data, compiled steps, checkpoints, metrics."""
 
-    def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str, dataset=None):
+        """Validates everything (config, data, resume compatibility), then prepares the workdir.
+
+        Nothing is written to ``workdir`` before every check has passed, so a refused run leaves
+        the workdir as it found it. The caller holds the workdir lock (``train_and_evaluate``).
+
+        Args:
+          config: the full ConfigDict.
+          workdir: the run's folder.
+          dataset: the config's data when already loaded (else loaded here).
+        """
         self.config = config
         self.workdir = workdir
         self.primary = jax.process_index() == 0
         check_train_options(config)  # Before anything is loaded or written.
-        self.dataset = dataset = pipeline.load_dataset(config, workdir=workdir)
-        if self.primary:
-            _write_json_once(os.path.join(workdir, "config.json"), checkpoint.config_json(config))
-            pipeline.save_split(os.path.join(workdir, "split.json"), dataset.split)
-
+        if dataset is None:
+            dataset = pipeline.load_dataset(config, workdir=workdir)
+        self.dataset = dataset
         self.batch_size = int(config.train.batch_size)
-        if self.batch_size % jax.device_count():
-            raise ValueError(
-                f"config.train.batch_size={self.batch_size} does not divide over "
-                f"{jax.device_count()} devices"
-            )
         self.train_rows = np.asarray(dataset.split.train)
-        self.steps_per_epoch = len(self.train_rows) // self.batch_size
-        if self.steps_per_epoch == 0:
-            raise ValueError(
-                f"the training split ({len(self.train_rows)} images) is smaller than one batch "
-                f"({self.batch_size})"
-            )
+        self.steps_per_epoch = steps_per_epoch(config, dataset)
         self.num_epochs = int(config.train.num_epochs)
         self.log_every = max(int(config.train.log_every), 1)
         self.checkpoint_every = max(int(config.train.checkpoint_every_steps), 1)
 
-        self.model = model = build_model(
-            config, dataset.n_neurons, image_mean=dataset.image_mean, image_std=dataset.image_std
-        )
-        state = state_lib.create_train_state(
-            config, model, jax.random.PRNGKey(config.seed), self.steps_per_epoch
-        )
-        self.latest = checkpoint.manager(workdir, "latest", create=True)
-        self.best = checkpoint.manager(workdir, "best", create=True)
-        self.writer = MetricWriter(workdir, enabled=self.primary)
         self.static_meta = {
             "config": checkpoint.config_json(config),
             "stats": {
@@ -225,9 +236,30 @@ class Trainer:
             },
             "split": dataset.split.as_lists(),
         }
+        # Resume compatibility, read-only: the metadata first (format, config, data, split),
+        # then the arrays into this model's tree (shapes, a damaged step).
+        resume_meta = checkpoint.check_resumable(workdir, self.static_meta)
+        self.model = model = build_model(
+            config, dataset.n_neurons, image_mean=dataset.image_mean, image_std=dataset.image_std
+        )
+        state = state_lib.create_train_state(
+            config, model, jax.random.PRNGKey(config.seed), self.steps_per_epoch
+        )
         self.progress = Progress()
-        if self.latest.latest_step() is not None:
-            state = self._resume(state)
+        restored = None
+        if resume_meta is not None:
+            latest = checkpoint.manager(workdir, "latest", create=False)
+            restored = checkpoint.restore_arrays(latest, state_lib.state_arrays(state))
+
+        # Every check passed: from here on the workdir is written.
+        if self.primary:
+            checkpoint.write_config(config, workdir)
+            pipeline.save_split(os.path.join(workdir, "split.json"), dataset.split)
+        self.latest = checkpoint.manager(workdir, "latest", create=True)
+        self.best = checkpoint.manager(workdir, "best", create=True)
+        self.writer = MetricWriter(workdir, enabled=self.primary)
+        if restored is not None:
+            state = self._resume(state, *restored)
         else:  # Records of a run killed before its first checkpoint would be written twice.
             self.writer.truncate_after(0)
         temperature = float(config.loss.temperature)
@@ -263,20 +295,10 @@ class Trainer:
         """The 0-based epoch in progress (== epochs completed at an epoch boundary)."""
         return self.progress.step // self.steps_per_epoch
 
-    def _resume(self, state: state_lib.TrainState) -> state_lib.TrainState:
-        meta = checkpoint.read_meta(self.latest)
-        saved_decay = float(meta["config"]["train"].get("ema_decay", 0.0))
-        if (saved_decay > 0) != (state.ema_params is not None):
-            raise ValueError(
-                f"{self.latest.directory}: its checkpoint was trained with train.ema_decay="
-                f"{saved_decay}, this config has {state.ema_decay}; use a new workdir"
-            )
-        arrays, meta = checkpoint.restore_arrays(self.latest, state_lib.state_arrays(state))
-        if meta["split"] != self.static_meta["split"]:
-            raise ValueError(
-                f"{self.workdir}: its checkpoint was trained on another train/val/test split "
-                "(different data or seed); use a new workdir"
-            )
+    def _resume(
+        self, state: state_lib.TrainState, arrays: dict, meta: dict
+    ) -> state_lib.TrainState:
+        """The state and progress of the checked ``latest`` checkpoint (``check_resumable``)."""
         state = state_lib.with_arrays(state, arrays)
         self.progress = progress = Progress.from_json(meta["progress"])
         self.writer.truncate_after(progress.step)
@@ -301,11 +323,18 @@ class Trainer:
         for step, device_metrics in pending:
             host = step_lib.unreplicate_to_host(device_metrics)
             loss = float(host["loss"])
-            if not math.isfinite(loss):
+            finite = float(host.pop("finite", 1.0))
+            if not (math.isfinite(loss) and finite == 1.0):
+                what = (
+                    f"training loss is {loss}"
+                    if not math.isfinite(loss)
+                    else ("a gradient or an updated parameter is NaN or infinite")
+                )
                 raise NonFiniteLossError(
-                    f"training loss is {loss} at step {step} (epoch {self.epoch + 1}); "
-                    f"stopped. The last good checkpoint (step {self.last_saved_step}) in "
-                    f"{os.path.join(self.workdir, 'checkpoints')} is left intact."
+                    f"{what} at step {step} (epoch {self.epoch + 1}); stopped. The last good "
+                    f"checkpoint (step {self.last_saved_step}) in "
+                    f"{os.path.join(self.workdir, 'checkpoints')} is left intact (lower the "
+                    "learning rates or raise loss.temperature)"
                 )
             window.append(host)
             for key, value in host.items():
@@ -501,11 +530,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
       ``epochs_completed``, ``stopped_early``, ``train_seconds`` (this call) and, when
       ``config.train.evaluate_at_end``, ``eval`` (the result of ``dina_jax.evaluate``).
 
+    Nothing is written to ``workdir`` before the config, the data and (when resuming) the
+    checkpoint's compatibility have been checked; the workdir is locked for the whole call.
+
     Raises:
-      NonFiniteLossError: a training loss was NaN/inf; the message names the step; the
-        checkpoints saved before it are left as they were.
-      ValueError: the batch does not divide over the devices, the training split is smaller
-        than one batch, or the workdir's checkpoint was trained on another split.
+      NonFiniteLossError: the loss, a gradient or an updated parameter was NaN/inf; the message
+        names the step; the checkpoints saved before it are left as they were.
+      ValueError (ConfigError): a config value no run can use, e.g. a batch that does not
+        divide over the devices or is larger than the training split.
+      CheckpointError: the workdir's checkpoint is damaged, or was trained with another
+        config, data or split (nothing is written then).
+      WorkdirBusy: another process holds the workdir's lock.
 
     Example::
 
@@ -515,8 +550,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     """
     maybe_initialize_distributed(config)
     workdir = os.path.abspath(os.fspath(workdir))
-    os.makedirs(workdir, exist_ok=True)
-    result = Trainer(config, workdir).run()
-    if config.train.evaluate_at_end:
-        result["eval"] = evaluate(config, workdir)
+    check_train_options(config)
+    dataset = pipeline.load_dataset(config, workdir=workdir)  # Writes only to the data cache.
+    steps_per_epoch(config, dataset)
+    with files.workdir_lock(workdir, enabled=jax.process_index() == 0):
+        result = Trainer(config, workdir, dataset=dataset).run()
+        if config.train.evaluate_at_end:
+            result["eval"] = evaluate(config, workdir)
     return result

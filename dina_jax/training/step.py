@@ -18,6 +18,7 @@ import functools
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import lax
@@ -73,9 +74,10 @@ def train_step(
     """One optimizer step on the global batch; returns ``(new_state, metrics)``.
 
     ``images`` (b, 68, 270) and ``responses`` (b, N) are this device's share of the global batch.
-    Metrics add the pre-clipping gradient norm of each tower (``grad_norm_image``/``_neural``)
-    and the learning rate each tower's update used (``lr_image``/``lr_neural``, from
-    ``schedules``, the optimizer's own schedules).
+    Metrics add the pre-clipping gradient norm of each tower (``grad_norm_image``/``_neural``),
+    the learning rate each tower's update used (``lr_image``/``lr_neural``, from
+    ``schedules``, the optimizer's own schedules) and ``finite`` (1.0 when the loss, the
+    gradients and the whole updated state are finite, see :func:`all_finite`).
     """
     rng = jax.random.fold_in(state.rng, state.step)
     if axis_name is not None:
@@ -93,7 +95,25 @@ def train_step(
         metrics[f"grad_norm_{tower}"] = optax.global_norm(grads[name])
     for tower, schedule in schedules.items():
         metrics[f"lr_{tower}"] = schedule(state.step)  # optax counts updates from 0
-    return state.apply_gradients(grads), metrics
+    new_state = state.apply_gradients(grads)
+    metrics["finite"] = all_finite(
+        (metrics["loss"], grads, new_state.params, new_state.ema_params, new_state.opt_state)
+    )
+    return new_state, metrics
+
+
+def all_finite(tree) -> jax.Array:
+    """1.0 when every floating-point leaf of ``tree`` is finite, else 0.0 (a float32 scalar).
+
+    One fused reduction per leaf: the train step returns it so the host loop can refuse to log
+    or save a state past a NaN or Inf in the loss, the gradients or the updated parameters.
+    """
+    leaves = [
+        jnp.all(jnp.isfinite(leaf))
+        for leaf in jax.tree.leaves(tree)
+        if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
+    ]
+    return jnp.all(jnp.stack(leaves)).astype(jnp.float32) if leaves else jnp.float32(1.0)
 
 
 def eval_step(

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 
+from dina_jax import files
 from dina_jax.tensorboard_writer import TensorBoard
 
 
@@ -22,7 +23,8 @@ class MetricWriter:
         self.tensorboard = TensorBoard(workdir, enabled=enabled)
 
     def truncate_after(self, step: int) -> None:
-        """Drops records of steps after ``step`` (written by a run killed before its checkpoint)."""
+        """Drops records of steps after ``step`` (written by a run killed before its checkpoint)
+        and torn lines (a kill in the middle of a write), with a warning; rewrites atomically."""
         if not self.enabled or not os.path.exists(self.path):
             return
         records = []
@@ -36,19 +38,16 @@ class MetricWriter:
                     logging.warning(
                         "%s: line %d is not JSON (torn write); dropped", self.path, number
                     )
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
+        with files.atomic_write(self.path) as f:
             for record in records:
                 if record.get("step", 0) <= step:
                     f.write(json.dumps(record) + "\n")
-        os.replace(tmp, self.path)
 
     def write(self, record: dict) -> None:
         if not self.enabled:
             return
         with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
+            f.write(json.dumps(record) + "\n")  # One write: a kill tears at most this line.
         fields = {k: v for k, v in record.items() if k not in ("step", "kind")}
         self.tensorboard.scalars(record["kind"], fields, record["step"])
         self.tensorboard.flush()
