@@ -7,19 +7,21 @@ exists is skipped, an interrupted one resumes from its checkpoint). ``--report``
 summaries (mean and sd over seeds per variant and mouse) into ``ablations.json`` beside them and
 prints the table for docs/decisions.md.
 
-Variants (overrides of the demo):
+Variants (``VARIANTS``; each sets the recipe's toggles explicitly, so that a summary keeps its
+meaning whatever configs/synthetic.py holds):
 
-  demo             configs/synthetic.py as shipped (residual, EMA, neural weight decay, halves)
-  no_residual      model.neural.residual=False         (Eq. 7 as printed)
-  no_ema           train.ema_decay=0
-  no_weight_decay  optim.neural.weight_decay=0
-  no_halves        train.responses="mean"             (the paper's stimulus means)
-  decay_kernels    optim.neural.weight_decay_on="kernels" (spares the per-neuron embeddings)
-  literal          all four off: the paper's model with the demo's rates and budget
-  literal_lr3e4    the literal model, RMSprop 3e-4 (literal_lr1e4: 1e-4)
-  literal_d32      the literal model at the paper's d_model = 32 (the demo has 8)
+  demo             configs/synthetic.py: Eq. 7 without a skip, EMA, halves, weight decay on the
+                   weight matrices only, 24 epochs; demo_skip / demo_no_ema /
+                   demo_no_weight_decay / demo_no_halves change one addition; demo_e8/16/48
+                   other budgets
+  skip             the previous demo: a skip around the attention, EMA, weight decay on every
+                   neural leaf, halves, 8 epochs; skip_no_* switch one addition off
+  literal          the paper's model (no skip, no EMA, no neural weight decay, stimulus means)
+                   with the demo's rates, 8 epochs; literal_* vary what the paper leaves open
+                   (rates, d_model, initialization scales, budget)
 
-Mice: ``A`` (simulator seed 0, 80% complex cells, the demo's) and ``B`` (simulator seed 1, 50%).
+Mice (``MICE``): ``A`` (simulator seed 0, 80% complex cells, the demo's), ``B``-``G``
+(simulator seeds 1-3, 50% and 80% complex cells).
 
 Each summary holds the test retrieval (top-1/5/10, mean rank) beside ridge and the noise ceiling,
 the best validation loss and epoch, the learning curve (validation loss and top-1 per epoch), the
@@ -30,7 +32,6 @@ attention uniform or removed).
   python experiments/ablations.py --root workdirs/ablations --only literal --only demo
   python experiments/ablations.py --root workdirs/ablations --plan explore   # the recipe search
   python experiments/ablations.py --report                             # aggregate the summaries
-  python experiments/ablations.py --root ... --config.train.num_epochs=24   # any demo override
 """
 
 from __future__ import annotations
@@ -48,85 +49,111 @@ from dina_jax.config import apply_overrides
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "ablations"
 
+# Every variant sets these toggles explicitly, so that a summary means the same whatever
+# configs/synthetic.py holds. SKIP is the demo until issue 13: the skip around the attention,
+# the parameter EMA, a weight decay on every neural leaf, the repeat halves, 8 epochs.
+SKIP = {
+    "model.neural.residual": True,
+    "train.ema_decay": 0.99,
+    "optim.neural.weight_decay": 3.0,
+    "optim.neural.weight_decay_on": "all",
+    "train.responses": "halves",
+    "train.neuron_dropout": 0.0,
+    "train.num_epochs": 8,
+    "train.patience": 3,
+}
+# The paper's model: Eq. 7 as printed, no EMA, no neural weight decay, stimulus means.
 LITERAL = {
+    **SKIP,
     "model.neural.residual": False,
     "train.ema_decay": 0.0,
     "optim.neural.weight_decay": 0.0,
     "train.responses": "mean",
-    "train.neuron_dropout": 0.0,
 }
-LONG = {"train.num_epochs": 24, "train.patience": 6}
+# The demo (configs/synthetic.py): Eq. 7 as printed, so every neuron reaches the readout through
+# the attention, with the EMA, the halves and a weight decay that spares the per-neuron
+# embeddings (whose size scales the attention logits quadratically), 24 epochs.
+DEMO = {
+    **SKIP,
+    "model.neural.residual": False,
+    "optim.neural.weight_decay_on": "kernels",
+    "train.num_epochs": 24,
+    "train.patience": 6,
+}
+EIGHT_EPOCHS = {"train.num_epochs": 8, "train.patience": 3}
 VARIANTS = {
-    "demo": {},
-    "no_residual": {"model.neural.residual": False},
-    "no_ema": {"train.ema_decay": 0.0},
-    "no_weight_decay": {"optim.neural.weight_decay": 0.0},
-    "no_halves": {"train.responses": "mean"},
-    # The demo's decay on the weight matrices only: the per-neuron embeddings, which scale the
-    # attention logits quadratically, keep their size.
-    "decay_kernels": {"optim.neural.weight_decay_on": "kernels"},
+    "demo": DEMO,
+    # The demo with one addition changed at a time.
+    "demo_skip": {**DEMO, "model.neural.residual": True},
+    "demo_no_ema": {**DEMO, "train.ema_decay": 0.0},
+    "demo_no_weight_decay": {**DEMO, "optim.neural.weight_decay": 0.0},
+    "demo_no_halves": {**DEMO, "train.responses": "mean"},
+    # Budget: the learning curve to convergence, and shorter budgets (the schedule follows it).
+    "demo_e48": {**DEMO, "train.num_epochs": 48, "train.patience": 12},
+    "demo_e16": {**DEMO, "train.num_epochs": 16, "train.patience": 4},
+    "demo_e8": {**DEMO, **EIGHT_EPOCHS},
+    "demo_e8_d32": {**DEMO, **EIGHT_EPOCHS, "model.neural.d_model": 32},
+    # W_Q, W_K at a tenth of LeCun's scale: the attention starts near uniform.
+    "demo_e8_qk01": {**DEMO, **EIGHT_EPOCHS, "model.neural.qk_init_scale": 0.1},
+    # The previous demo and each of its additions off.
+    "skip": SKIP,
+    "skip_no_residual": {**SKIP, "model.neural.residual": False},
+    "skip_no_ema": {**SKIP, "train.ema_decay": 0.0},
+    "skip_no_weight_decay": {**SKIP, "optim.neural.weight_decay": 0.0},
+    "skip_no_halves": {**SKIP, "train.responses": "mean"},
+    "skip_decay_kernels": {**SKIP, "optim.neural.weight_decay_on": "kernels"},
+    "skip_e24": {**SKIP, "train.num_epochs": 24, "train.patience": 6},
+    # The literal model, and the settings the paper leaves open.
     "literal": LITERAL,
-    # The literal model with a lower neural-tower rate (the paper gives none; where the paper is
-    # silent the recipe may differ).
     "literal_lr3e4": {**LITERAL, "optim.neural.learning_rate": 3e-4},
     "literal_lr1e4": {**LITERAL, "optim.neural.learning_rate": 1e-4},
-    # The literal model at the paper's d_model = 32 (the demo's 8 is for speed): with the
-    # attention near uniform, Eq. 8 passes only a d_model-dimensional projection to the MLP.
     "literal_d32": {**LITERAL, "model.neural.d_model": 32},
-    # Eq. 7 as printed (no skip: every neuron reaches the readout through the attention) with the
-    # demo's regularizers, the weight decay sparing the per-neuron embeddings: a candidate demo
-    # whose decoding must pass through the attention.
-    "eq7_reg": {"model.neural.residual": False, "optim.neural.weight_decay_on": "kernels"},
-    "eq7_reg_d32": {
-        "model.neural.residual": False,
-        "optim.neural.weight_decay_on": "kernels",
-        "model.neural.d_model": 32,
-    },
-    # Initialization scales the paper leaves open: W_Q, W_K at a tenth of LeCun's scale (the
-    # attention starts near uniform), or smaller per-neuron embeddings (logits scale with their
-    # square).
     "literal_qk01": {**LITERAL, "model.neural.qk_init_scale": 0.1},
     "literal_emb03": {**LITERAL, "model.neural.embedding_init_std": 0.3},
-    "eq7_reg_qk01": {
-        "model.neural.residual": False,
-        "optim.neural.weight_decay_on": "kernels",
-        "model.neural.qk_init_scale": 0.1,
-    },
-    # Learning curves to convergence: three times the demo's budget, patience 6.
-    "eq7_reg_e24": {
-        "model.neural.residual": False,
-        "optim.neural.weight_decay_on": "kernels",
-        **LONG,
-    },
-    "literal_e24": {**LITERAL, **LONG},
-    "demo_e24": LONG,
+    "literal_e24": {**LITERAL, "train.num_epochs": 24, "train.patience": 6},
 }
+# Simulated mice: A is the demo's simulator (seed 0, 80% complex cells); the others differ in
+# simulator seed and in cell mix (50% or 80% complex cells).
 MICE = {
     "A": {"data.synthetic.seed": 0, "data.synthetic.frac_complex": 0.8},
     "B": {"data.synthetic.seed": 1, "data.synthetic.frac_complex": 0.5},
+    "C": {"data.synthetic.seed": 1, "data.synthetic.frac_complex": 0.8},
+    "D": {"data.synthetic.seed": 2, "data.synthetic.frac_complex": 0.5},
+    "E": {"data.synthetic.seed": 2, "data.synthetic.frac_complex": 0.8},
+    "F": {"data.synthetic.seed": 3, "data.synthetic.frac_complex": 0.5},
+    "G": {"data.synthetic.seed": 3, "data.synthetic.frac_complex": 0.8},
 }
-# (variant, mouse, seeds): each addition off on the demo's mouse (2 seeds), the literal model
-# against the demo on two mice (3 seeds). Run seed by seed, so a partial sweep covers every row.
+# The main plan, run in this order of priority: the demo, the
+# literal model and the previous demo on two mice (3 seeds); the demo against ridge on six
+# other mice (simulator seeds 1-3 x 50% / 80% complex cells); each addition changed from the
+# demo (2 seeds); the budget.
 PLAN = (
-    *((variant, "A", (0, 1)) for variant in VARIANTS if not variant.startswith("literal_")),
+    ("demo", "A", (0, 1, 2)),
+    ("demo", "B", (0, 1, 2)),
+    ("literal", "A", (0, 1, 2)),
+    ("literal", "B", (0, 1, 2)),
+    *(("demo", mouse, (0,)) for mouse in "CDEFG"),
+    *((variant, "A", (0, 1)) for variant in ("demo_skip", "demo_no_ema")),
+    *((variant, "A", (0, 1)) for variant in ("demo_no_weight_decay", "demo_no_halves")),
+    ("demo_e48", "A", (0,)),
+    ("demo_e16", "A", (0,)),
+    ("skip", "A", (0, 1, 2)),
+    ("skip", "B", (0, 1, 2)),
+    *((variant, "A", (0, 1)) for variant in VARIANTS if variant.startswith("skip_no")),
+    ("skip_decay_kernels", "A", (0, 1)),
+)
+# Recipe search (--plan explore): one seed on the demo's mouse.
+EXPLORE = (
+    ("demo_e8", "A", (0,)),
+    ("demo_e8_d32", "A", (0,)),
+    ("demo_e8_qk01", "A", (0,)),
     ("literal_lr3e4", "A", (0,)),
     ("literal_lr1e4", "A", (0,)),
     ("literal_d32", "A", (0,)),
-    ("literal", "A", (2,)),
-    ("demo", "A", (2,)),
-    ("literal", "B", (0, 1, 2)),
-    ("demo", "B", (0, 1, 2)),
-)
-# Recipe search (--plan explore): one seed on the demo's mouse, to pick what the main plan runs.
-EXPLORE = (
-    ("eq7_reg", "A", (0,)),
     ("literal_qk01", "A", (0,)),
     ("literal_emb03", "A", (0,)),
-    ("eq7_reg_d32", "A", (0,)),
-    ("eq7_reg_qk01", "A", (0,)),
-    ("eq7_reg_e24", "A", (0,)),
     ("literal_e24", "A", (0,)),
-    ("demo_e24", "A", (0,)),
+    ("skip_e24", "A", (0,)),
 )
 PLANS = {"main": PLAN, "explore": EXPLORE}
 SPREAD_STIMULI = 32
@@ -217,7 +244,6 @@ def run_plan(base) -> None:
         if not _ONLY.value or variant in _ONLY.value
     ]
     todo = [r for r in todo if not (results / f"{run_name(*r)}.json").exists()]
-    todo.sort(key=lambda r: r[2])  # One seed of every variant before the next seed.
     print(f"{len(todo)} runs to do: {', '.join(run_name(*r) for r in todo)}", flush=True)
     if _DRY_RUN.value:
         return
@@ -288,7 +314,7 @@ def report() -> dict:
     table = aggregate(runs)
     out = results / "ablations.json"
     out.write_text(json.dumps({"runs": len(runs), "groups": table}, indent=1) + "\n")
-    print(f"{'variant':<16}{'mouse':<6}{'ep':>3}{'n':>3}  {'top-1':>12}{'top-5':>12}"
+    print(f"{'variant':<22}{'mouse':<6}{'ep':>3}{'n':>3}  {'top-1':>12}{'top-5':>12}"
           f"{'ridge top-1':>13}{'val loss':>12}{'sd ln P':>10}{'uniform':>10}")  # fmt: skip
     for row in table:
 
@@ -296,7 +322,7 @@ def report() -> dict:
             return f"{100 * stat['mean']:.1f}±{100 * stat['sd']:.1f}"
 
         print(
-            f"{row['variant']:<16}{row['mouse']:<6}{row['epochs']:>3}{len(row['seeds']):>3}  "
+            f"{row['variant']:<22}{row['mouse']:<6}{row['epochs']:>3}{len(row['seeds']):>3}  "
             f"{pct(row['dina_top1']):>12}{pct(row['dina_top5']):>12}{pct(row['ridge_top1']):>13}"
             f"{row['best_val_loss']['mean']:>12.3f}{row['sd_log_p']['mean']:>10.3g}"
             f"{pct(row['uniform_top1']):>10}"

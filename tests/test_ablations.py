@@ -24,6 +24,15 @@ def test_every_variant_and_mouse_overrides_existing_fields(tiny_config):
     assert literal.data.synthetic.frac_complex == 0.5 and literal.data.synthetic.seed == 1
 
 
+def test_demo_variant_is_the_shipped_demo():
+    """The "demo" rows measure configs/synthetic.py itself, on its own simulated mouse."""
+    shipped = load_config("synthetic")
+    demo = ablations.run_config(shipped, "demo", "A", shipped.seed, shipped.data.cache_dir)
+    assert demo.to_dict() == shipped.to_dict()
+    skip = ablations.run_config(shipped, "skip", "A", 0, "/tmp/cache")
+    assert skip.model.neural.residual and skip.optim.neural.weight_decay_on == "all"
+
+
 def _run(variant, seed, top1, ridge, removed=None):
     controls = {"uniform": {"top1": top1 / 2}}
     if removed is not None:
