@@ -65,7 +65,7 @@ def _run(name: str, n_processes: int, cache_dir: str, tmp_path_factory, attempts
 
     gloo gives the processes 30 s to meet at each new collective (not settable from Python): on
     a slow machine one process may still be compiling when the other arrives. That failure, and
-    only that one, is retried once; the retry finds the programs in the compilation cache.
+    only that one (in any of the processes), is retried once; the retry finds the programs in the compilation cache.
     """
     out = tmp_path_factory.mktemp(f"multihost_{name}")
     workdir, port = out / "workdir", _free_port()
@@ -82,7 +82,7 @@ def _run(name: str, n_processes: int, cache_dir: str, tmp_path_factory, attempts
             continue
         if proc.returncode:
             failures.append(f"{name} process {pid} exited {proc.returncode}:\n{log[-3000:]}")
-    if failures and attempts > 1 and all("DEADLINE_EXCEEDED" in f for f in failures):
+    if failures and attempts > 1 and any("DEADLINE_EXCEEDED" in f for f in failures):
         return _run(name, n_processes, cache_dir, tmp_path_factory, attempts - 1)
     assert not failures, "\n".join(failures)
     return workdir, [dict(np.load(out / f"process{i}.npz")) for i in range(n_processes)]
