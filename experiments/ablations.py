@@ -111,6 +111,23 @@ VARIANTS = {
     "literal_qk01": {**LITERAL, "model.neural.qk_init_scale": 0.1},
     "literal_emb03": {**LITERAL, "model.neural.embedding_init_std": 0.3},
     "literal_e24": {**LITERAL, "train.num_epochs": 24, "train.patience": 6},
+    # The real-data configs' schedule (AdamW 1e-4, RMSprop 1e-5, 2 warmup epochs) and the
+    # paper's batch of 128: does the literal model as the real configs train it decode?
+    "literal_base_rates": {
+        **LITERAL,
+        "optim.image.learning_rate": 1e-4,
+        "optim.image.warmup_epochs": 2.0,
+        "optim.neural.learning_rate": 1e-5,
+        "optim.neural.warmup_epochs": 2.0,
+        "train.num_epochs": 24,
+        "train.patience": 15,
+    },
+    "literal_b128": {
+        **LITERAL,
+        "train.batch_size": 128,
+        "train.num_epochs": 24,
+        "train.patience": 15,
+    },
 }
 # Simulated mice: A is the demo's simulator (seed 0, 80% complex cells); the others differ in
 # simulator seed and in cell mix (50% or 80% complex cells).
@@ -153,6 +170,8 @@ EXPLORE = (
     ("literal_qk01", "A", (0,)),
     ("literal_emb03", "A", (0,)),
     ("literal_e24", "A", (0,)),
+    ("literal_base_rates", "A", (0,)),
+    ("literal_b128", "A", (0,)),
     ("skip_e24", "A", (0,)),
 )
 PLANS = {"main": PLAN, "explore": EXPLORE}
