@@ -73,8 +73,22 @@ def test_analyze_writes_results_and_figures_then_resumes(
         np.testing.assert_array_equal(h5["image_index"][...], recording.image_index[rows])
         np.testing.assert_array_equal(h5["neuron_index"][...], recording.neuron_index)
         np.testing.assert_array_equal(h5["neuron_xyz"][...], recording.neuron_xyz)
-        for name in ("rows", "image_index", "neuron_index", "neuron_xyz"):
-            assert h5[name].attrs["units"] and h5[name].attrs["description"], name
+        # Every dataset says what it holds (a new one needs its entry in Stage.datasets), and
+        # every stage group what it computed; neither is taken for a scalar result.
+        undocumented = []
+        h5.visititems(
+            lambda name, obj: (
+                undocumented.append(name)
+                if isinstance(obj, h5py.Dataset)
+                and not (obj.attrs.get("units") and obj.attrs.get("description"))
+                else None
+            )
+        )
+        assert not undocumented, f"datasets without units/description: {undocumented}"
+        for name, group in h5.items():
+            if isinstance(group, h5py.Group):
+                assert group.attrs.get("description"), name
+                assert "description" not in summary[name], name
         assert {"pathways", "occlusion", "blobs", "ablation", "attention", "validation"} <= set(h5)
         assert h5["occlusion/maps"].shape == (2, 68, 270) and h5["occlusion/done"][...].all()
         assert h5["ablation/ranked_ssim"].shape == (3, 2)
@@ -97,6 +111,20 @@ def test_analyze_writes_results_and_figures_then_resumes(
     monkeypatch.setattr(blobs, "extract_blobs", fail)
     again = run.analyze(config, workdir)
     assert again["blobs"] == summary["blobs"]
+
+
+def test_the_readme_lists_every_documented_dataset():
+    """The README's "Outputs" table is ``stages.datasets_table()``, regenerated on changes."""
+    readme = os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")
+    with open(readme) as f:
+        text = f.read()
+    table = stages.datasets_table()
+    regenerate = "python -c 'from dina_jax.analysis import stages; print(stages.datasets_table())'"
+    assert table in text, f"README.md's Outputs section: paste the output of {regenerate}"
+    for stage in stages.STAGES:
+        assert stage.description, stage.name
+        for name, (units, description) in stage.datasets.items():
+            assert units and description and "|" not in units + description, (stage.name, name)
 
 
 def test_stages_come_after_their_dependencies_and_read_existing_blocks():

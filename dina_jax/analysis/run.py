@@ -20,7 +20,8 @@ this order (each with its settings block ``config.analysis.<name>``):
 
 Results go to ``workdir/analysis.h5`` (one group per stage; at the root ``rows``,
 ``image_index``, ``neuron_index`` and ``neuron_xyz`` say which stimuli and neurons they refer to,
-each with ``units`` and ``description`` attributes), a summary to ``workdir/analysis.json`` and
+each with ``units`` and ``description`` attributes, as is every dataset of a stage's group:
+``Stage.datasets``), a summary to ``workdir/analysis.json`` and
 figures to ``workdir/figures/fig5*.png`` and ``fig6*.png``. The run is resumable: a stage whose
 group is complete and was computed with the same settings, stimuli and upstream results is
 skipped, and occlusion maps are stored image by image. ``analysis.h5`` is worked on in memory and
@@ -32,6 +33,7 @@ data and split come from the workdir (``dina_jax.checkpoint.load_run``); the dat
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -115,10 +117,13 @@ def _analyze(config, workdir: str) -> dict:
                 group,
                 figure_dir,
                 run_config.get("figures"),
-                persist=store.save_soon,
+                # A resumable stage's partial results are documented in every saved file.
+                persist=functools.partial(_persist, store, group, stage),
             )
             if not done:
                 _write(group, *stage.compute(context))
+            # Also a stored group: a file written before its datasets were documented gets it.
+            if stages.describe(group, stage) or not done:
                 store.save()
             summary[stage.name] = _scalars(group)
             if stage.figures is not None:
@@ -183,6 +188,12 @@ def _read_header(_name: str, obj) -> None:
     dict(obj.attrs)
     if isinstance(obj, h5py.Dataset):
         obj.shape  # noqa: B018
+
+
+def _persist(store: ResultsFile, group: h5py.Group, stage: stages.Stage) -> None:
+    """A resumable stage's ``StageContext.persist``: documents its datasets, saves soon."""
+    stages.describe(group, stage)
+    store.save_soon()
 
 
 def _load_image(path: str) -> h5py.File:
@@ -271,7 +282,7 @@ def _scalars(group: h5py.Group) -> dict:
     return {
         k: (v.item() if hasattr(v, "item") else v)
         for k, v in group.attrs.items()
-        if k not in ("settings", "complete")
+        if k not in ("settings", "complete", "description")
     }
 
 
