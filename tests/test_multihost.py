@@ -65,7 +65,8 @@ def _run(name: str, n_processes: int, cache_dir: str, tmp_path_factory, attempts
 
     gloo gives the processes 30 s to meet at each new collective (not settable from Python): on
     a slow machine one process may still be compiling when the other arrives. That failure, and
-    only that one (in any of the processes), is retried once; the retry finds the programs in the compilation cache.
+    only that one (in any of the processes), is retried once; the retry finds the programs in
+    the compilation cache.
     """
     out = tmp_path_factory.mktemp(f"multihost_{name}")
     workdir, port = out / "workdir", _free_port()
