@@ -14,7 +14,7 @@ from dina_jax.config import load_config  # noqa: E402
 
 
 def test_every_variant_and_mouse_overrides_existing_fields(tiny_config):
-    for variant, mouse, seeds in (*ablations.PLAN, *ablations.EXPLORE):
+    for variant, mouse, seeds in (plan for plans in ablations.PLANS.values() for plan in plans):
         for seed in seeds:
             config = ablations.run_config(tiny_config, variant, mouse, seed, "/tmp/cache")
             assert config.seed == seed
