@@ -121,6 +121,19 @@ def read_meta(checkpoints: ocp.CheckpointManager) -> dict:
     return meta
 
 
+def _resumable_meta(checkpoints) -> dict:
+    """The metadata of the newest step, if training can resume from its format; else raises
+    :class:`FormatError`."""
+    meta = read_meta(checkpoints)
+    found = meta.get("format", 1)
+    if found != FORMAT:
+        raise FormatError(
+            f"{checkpoints.directory}: checkpoint format {found}, this dina_jax resumes format "
+            f"{FORMAT} only; evaluate and analyse it, or train in a new workdir"
+        )
+    return meta
+
+
 def restore_arrays(checkpoints: ocp.CheckpointManager, template: dict) -> tuple[dict, dict]:
     """Restores the newest step into the structure of ``template`` (for resuming training).
 
@@ -135,13 +148,7 @@ def restore_arrays(checkpoints: ocp.CheckpointManager, template: dict) -> tuple[
     Raises:
       FormatError: the checkpoint was written in another format.
     """
-    meta = read_meta(checkpoints)
-    found = meta.get("format", 1)
-    if found != FORMAT:
-        raise FormatError(
-            f"{checkpoints.directory}: checkpoint format {found}, this dina_jax resumes format "
-            f"{FORMAT} only; evaluate and analyse it, or train in a new workdir"
-        )
+    meta = _resumable_meta(checkpoints)
     abstract = functools.partial(jax.tree.map, ocp.utils.to_shape_dtype_struct)
     step = checkpoints.latest_step()
     try:
@@ -226,13 +233,7 @@ def check_resumable(workdir: str | os.PathLike, static_meta: dict) -> dict | Non
     checkpoints = manager(workdir, "latest", create=False)
     if checkpoints.latest_step() is None:
         return None
-    meta = read_meta(checkpoints)
-    found = meta.get("format", 1)
-    if found != FORMAT:
-        raise FormatError(
-            f"{checkpoints.directory}: checkpoint format {found}, this dina_jax resumes format "
-            f"{FORMAT} only; evaluate and analyse it, or train in a new workdir"
-        )
+    meta = _resumable_meta(checkpoints)
     hint = "resume with the run's own config.json, or train in a new --workdir"
     differences = config_differences(meta["config"], static_meta["config"])
     if differences:
