@@ -800,71 +800,49 @@ def write_figures(records: list[dict], agg: dict, folder) -> list[str]:
     paths = []
 
     def save(fig, name):
-        return plots.save(fig, folder / f"{name}.png")
+        paths.append(plots.save(fig, folder / f"{name}.png"))
+
+    def per_mouse(group, key):
+        return {mouse: panels[key] for mouse, panels in group.items()}
+
+    def sharing(group, key, grid):
+        """The mice whose ``grid`` (fractions, bin edges) equals the first mouse's."""
+        reference = next(iter(group.values())).get(grid)
+        return {m: p for m, p in group.items() if key in p and np.array_equal(p[grid], reference)}
 
     if dina:
         first = next(iter(dina.values()))
-        paths.append(
-            save(
-                plots.plot_blob_counts({m: p["blob_counts"] for m, p in dina.items()}),
-                "fig5e_blob_count_mice",
-            )
-        )
-        paths.append(
-            save(
-                plots.plot_blob_sizes({m: p["blob_areas"] for m, p in dina.items()}),
-                "fig5f_blob_size_mice",
-            )
-        )
-        paths.append(
-            save(
-                plots.plot_sti_distribution({m: p["sti"] for m, p in dina.items()}),
-                "fig5h_sti_mice",
-            )
-        )
+        save(plots.plot_blob_counts(per_mouse(dina, "blob_counts")), "fig5e_blob_count_mice")
+        save(plots.plot_blob_sizes(per_mouse(dina, "blob_areas")), "fig5f_blob_size_mice")
+        save(plots.plot_sti_distribution(per_mouse(dina, "sti")), "fig5h_sti_mice")
         with_path = {m: p for m, p in dina.items() if "local" in p}
         if with_path:
-            paths.append(
-                save(
-                    plots.plot_pathway_ssim(
-                        {m: p["local"] for m, p in with_path.items()},
-                        {m: p["global"] for m, p in with_path.items()},
-                    ),
-                    "fig5a_pathway_ssim_mice",
-                )
+            save(
+                plots.plot_pathway_ssim(
+                    per_mouse(with_path, "local"), per_mouse(with_path, "global")
+                ),
+                "fig5a_pathway_ssim_mice",
             )
-        same_grid = {
-            m: p
-            for m, p in dina.items()
-            if "fractions" in p and np.array_equal(p["fractions"], first.get("fractions"))
-        }
+        same_grid = sharing(dina, "fractions", "fractions")
         if same_grid:
-            paths.append(
-                save(
-                    plots.plot_ablation(
-                        first["fractions"],
-                        {m: p["ranked_curve"] for m, p in same_grid.items()},
-                        {m: p["random_curve"] for m, p in same_grid.items()},
-                    ),
-                    "fig6a_ablation_mice",
-                )
+            save(
+                plots.plot_ablation(
+                    first["fractions"],
+                    per_mouse(same_grid, "ranked_curve"),
+                    per_mouse(same_grid, "random_curve"),
+                ),
+                "fig6a_ablation_mice",
             )
-        same_bins = {
-            m: p
-            for m, p in dina.items()
-            if "counts" in p and np.array_equal(p["bin_edges"], first.get("bin_edges"))
-        }
+        same_bins = sharing(dina, "counts", "bin_edges")
         if same_bins:
-            paths.append(
-                save(
-                    plots.plot_attention_distribution(
-                        first["bin_edges"],
-                        {m: p["counts"] for m, p in same_bins.items()},
-                        mu={m: p["attention_mu"] for m, p in same_bins.items()},
-                        sigma={m: p["attention_sigma"] for m, p in same_bins.items()},
-                    ),
-                    "fig6b_attention_mice",
-                )
+            save(
+                plots.plot_attention_distribution(
+                    first["bin_edges"],
+                    per_mouse(same_bins, "counts"),
+                    mu=per_mouse(same_bins, "attention_mu"),
+                    sigma=per_mouse(same_bins, "attention_sigma"),
+                ),
+                "fig6b_attention_mice",
             )
     confusion = semantic_confusion_figure(records, folder / "semantic_confusion.png")
     if confusion:
