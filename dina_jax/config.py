@@ -122,6 +122,11 @@ def get_base_config() -> ml_collections.ConfigDict:
     image.local_kernel = 3  # Depth-wise conv of the local stream, 3 x 3 (Eq. 1).
     image.attention = "auto"  # Global-stream and co-attention implementation (as neural.attention).
     image.block_size = 512  # Max query/key block of the blockwise global and co-attention.
+    # Samples pushed through the image tower at a time (same result, cache-sized working set);
+    # 0: by backend (2 on a CPU, the whole batch on GPU/TPU).
+    image.micro_batch = 0
+    # With micro-batches: recompute each one's activations in the backward pass (memory).
+    image.remat = True
 
     model.neural = neural = ml_collections.ConfigDict()  # Neural tower (Sec. 3.2).
     neural.d_model = 32  # Neuron embedding width d_model (Eq. 4).

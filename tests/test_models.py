@@ -21,7 +21,13 @@ from dina_jax.models import (
     save_pretrained,
 )
 from dina_jax.models.baselines import VGG16Encoder, ViTEncoder
-from dina_jax.models.image_tower import DepthwiseConv, DualStreamBlock, upsample_linear
+from dina_jax.models.image_tower import (
+    DepthwiseConv,
+    DualStreamBlock,
+    average_pool,
+    depthwise_conv,
+    upsample_linear,
+)
 
 N_TINY = 12
 ATOL = 1e-5
@@ -259,6 +265,76 @@ def test_depthwise_conv_equals_grouped_convolution():
         x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=6
     ) + jnp.arange(6.0)
     np.testing.assert_allclose(layer.apply(variables, x), expected, atol=ATOL)
+
+
+def test_depthwise_conv_gradients_equal_those_of_the_grouped_convolution():
+    """The custom VJP (flipped-kernel input gradient, k^2 kernel reductions) against autodiff."""
+    x = jnp.asarray(_rng(7).standard_normal((3, 7, 10, 5)), jnp.float32)
+    kernel = jnp.asarray(_rng(8).standard_normal((3, 3, 5)), jnp.float32)
+
+    def grouped(x, kernel):
+        return lax.conv_general_dilated(
+            x,
+            kernel[:, :, None, :],
+            (1, 1),
+            "SAME",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=5,
+        )
+
+    def loss(conv):
+        return lambda x, kernel: jnp.sum(jnp.sin(conv(x, kernel)) * jnp.arange(5.0))
+
+    expected = jax.grad(loss(grouped), argnums=(0, 1))(x, kernel)
+    got = jax.jit(jax.grad(loss(depthwise_conv), argnums=(0, 1)))(x, kernel)
+    for g, e in zip(got, expected, strict=True):  # float32 sums of 210 products
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
+
+
+def test_average_pool_equals_flax_avg_pool():
+    import flax.linen as nn
+
+    x = jnp.asarray(_rng(9).standard_normal((2, 8, 16, 3)), jnp.float32)
+    np.testing.assert_allclose(
+        average_pool(x, 4), nn.avg_pool(x, (4, 4), strides=(4, 4)), atol=ATOL
+    )
+
+
+@pytest.mark.parametrize("remat", [True, False])
+@pytest.mark.parametrize("pathways", [("local", "global"), ("local",)])
+def test_micro_batched_image_tower_equals_the_whole_batch(tiny_config, remat, pathways):
+    """Micro-batches (a scan over 2 samples at a time; the batch of 5 is padded to 6) compute
+    the same function and the same parameter gradients as one pass over the batch."""
+    towers = {}
+    for micro_batch in (2, 1000):
+        config = tiny_config.copy_and_resolve_references()
+        config.model.image.micro_batch = micro_batch
+        config.model.image.remat = remat
+        towers[micro_batch] = build_model(config, N_TINY, image_mean=0.4, image_std=0.25)
+    params = init_params(towers[2], jax.random.PRNGKey(0))
+    assert jax.tree.structure(params) == jax.tree.structure(
+        init_params(towers[1000], jax.random.PRNGKey(0))
+    )
+    images = _images(10, 5)
+    weights = jnp.asarray(_rng(11).standard_normal((5, 16, 64)), jnp.float32)
+
+    def outputs(model):
+        def loss(image_params):
+            maps = model.apply(
+                {"params": {**params, "image_tower": image_params}},
+                images,
+                pathways=pathways,
+                method="encode_images",
+            )
+            return jnp.sum(maps * weights), maps
+
+        return jax.jit(jax.grad(loss, has_aux=True))(params["image_tower"])
+
+    grads, maps = outputs(towers[2])
+    expected_grads, expected_maps = outputs(towers[1000])
+    np.testing.assert_allclose(maps, expected_maps, atol=ATOL)
+    for got, expected in zip(jax.tree.leaves(grads), jax.tree.leaves(expected_grads), strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_upsample_equals_jax_image_resize():

@@ -48,9 +48,13 @@ Decisions (DS-Net details the paper leaves open; also in docs/decisions.md):
   plain model. Masking is a Python-level choice, so each setting compiles its own graph; the
   parameters are shared.
 - Performance, same mathematics: the depth-wise convolutions are sums of shifted copies (XLA's
-  grouped convolution is ~50x slower on CPU), the bilinear upsampling is two constant matmuls,
+  grouped convolution is ~50x slower on CPU) with a custom VJP that stores only their input,
+  the bilinear upsampling is two constant matmuls, the average pooling a reshape and a mean,
   and the attentions use ``config.model.image.attention`` ("auto": blockwise on CPU, ~3x faster
-  than the materialized 4,096 x 64 co-attention at batch 32).
+  than the materialized 4,096 x 64 co-attention at batch 32). On a CPU the batch goes through
+  the tower in micro-batches of 2 (``micro_batch``; a scan, each micro-batch rematerialized in
+  the backward pass): a working set that stays in cache and the activations of 2 samples
+  instead of the batch's (measurements in benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -94,6 +98,22 @@ def normalize_and_resize(
     return x[..., None].astype(dtype)
 
 
+# Samples per micro-batch on a CPU. At the paper's sizes one sample's activations are a few MB,
+# so two samples at a time keep the tower's element-wise work in cache; with remat the backward
+# pass stores one micro-batch's activations instead of the batch's (benchmarks/README.md).
+CPU_MICRO_BATCH = 2
+
+
+def resolve_micro_batch(micro_batch: int) -> int:
+    """Samples per micro-batch: ``micro_batch`` if positive, else by backend (a CPU:
+    :data:`CPU_MICRO_BATCH`; GPU/TPU: no micro-batches, which the returned 2**31 - 1 means)."""
+    if micro_batch < 0:
+        raise ValueError(f"model.image.micro_batch must be >= 0; got {micro_batch}")
+    if micro_batch:
+        return micro_batch
+    return CPU_MICRO_BATCH if jax.default_backend() == "cpu" else 2**31 - 1
+
+
 def _linear_resize_matrix(n_in: int, n_out: int) -> np.ndarray:
     """(n_out, n_in) weights of 1-D linear interpolation with half-pixel centres, edge-clamped.
 
@@ -113,6 +133,17 @@ def upsample_linear(x: jax.Array, size: Sequence[int]) -> jax.Array:
     rows = jnp.asarray(_linear_resize_matrix(x.shape[1], size[0]), x.dtype)
     cols = jnp.asarray(_linear_resize_matrix(x.shape[2], size[1]), x.dtype)
     return jnp.einsum("Hh,Ww,bhwc->bHWc", rows, cols, x)
+
+
+def average_pool(x: jax.Array, pool: int) -> jax.Array:
+    """Non-overlapping p x p average pooling of (B, H, W, C), H and W divisible by p.
+
+    The same as ``nn.avg_pool(x, (p, p), strides=(p, p))`` as a reshape and a mean, whose
+    gradient is a broadcast (XLA:CPU runs the reduce-window gradient of avg_pool ~3x slower).
+    """
+    batch, height, width, channels = x.shape
+    blocks = x.reshape(batch, height // pool, pool, width // pool, pool, channels)
+    return blocks.mean(axis=(2, 4))
 
 
 def _split_heads(tokens: jax.Array, num_heads: int) -> jax.Array:
@@ -163,16 +194,60 @@ class DepthwiseConv(nn.Module):
         )
         bias = self.param("bias", nn.initializers.zeros_init(), (channels,), self.param_dtype)
         kernel, bias, x = kernel.astype(self.dtype), bias.astype(self.dtype), x.astype(self.dtype)
-        pad = size // 2
-        padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-        height, width = x.shape[1:3]
-        out = bias
-        for row in range(size):
-            for col in range(size):
-                out = (
-                    out + padded[:, row : row + height, col : col + width, :] * kernel[row, col, 0]
-                )
-        return out
+        return depthwise_conv(x, kernel[:, :, 0, :]) + bias
+
+
+def _shifted_sum(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """sum_{r,c} x[:, h + r - k//2, w + c - k//2, :] * kernel[r, c] with zero padding."""
+    size = kernel.shape[0]
+    pad = size // 2
+    padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    height, width = x.shape[1:3]
+    out = padded[:, :height, :width, :] * kernel[0, 0]
+    for row in range(size):
+        for col in range(size):
+            if row or col:
+                out = out + padded[:, row : row + height, col : col + width, :] * kernel[row, col]
+    return out
+
+
+@jax.custom_vjp
+def depthwise_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """Depth-wise k x k convolution, stride 1, zero "SAME" padding, no bias.
+
+    x (B, H, W, C), kernel (k, k, C) -> (B, H, W, C). A custom VJP: autodiff of the shifted sum
+    would store the k^2 shifted copies of x for the kernel gradient; here only x is kept, the
+    input gradient is the same shifted sum of the output gradient with the kernel flipped, and
+    the kernel gradient is k^2 reductions of x against it.
+    """
+    return _shifted_sum(x, kernel)
+
+
+def _depthwise_fwd(x, kernel):
+    return _shifted_sum(x, kernel), (x, kernel)
+
+
+def _depthwise_bwd(residuals, grad):
+    x, kernel = residuals
+    size = kernel.shape[0]
+    pad = size // 2
+    height, width = x.shape[1:3]
+    padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    grad_kernel = jnp.stack(
+        [
+            jnp.stack(
+                [
+                    jnp.sum(padded[:, r : r + height, c : c + width, :] * grad, axis=(0, 1, 2))
+                    for c in range(size)
+                ]
+            )
+            for r in range(size)
+        ]
+    )  # (k, k, C)
+    return _shifted_sum(grad, kernel[::-1, ::-1]), grad_kernel.astype(kernel.dtype)
+
+
+depthwise_conv.defvjp(_depthwise_fwd, _depthwise_bwd)
 
 
 class DualStreamBlock(nn.Module):
@@ -226,7 +301,7 @@ class DualStreamBlock(nn.Module):
                 nn.LayerNorm(name="local_norm", **norm)(f_local)
             )  # Eq. 1
         if use_global:
-            g = nn.avg_pool(f_global, (pool, pool), strides=(pool, pool))  # (B, H/p, W/p, C/2)
+            g = average_pool(f_global, pool)  # (B, H/p, W/p, C/2)
             grid = g.shape[1:3]
             g = g.reshape(batch, -1, half)  # (B, T_g, C/2)
             qkv = nn.Dense(3 * half, name="global_qkv", **kw)(
@@ -285,6 +360,10 @@ class ImageTower(nn.Module):
       head_hidden: hidden width of the per-pixel MLP head C -> head_hidden -> 1.
       stem_kernel, merge_kernel: kernels of the stride-2 stem and patch-merging convs.
       attention, block_size: implementation of the global and co-attention (see attention.py).
+      micro_batch: samples pushed through the tower at a time (``lax.scan`` over micro-batches);
+        0: by backend (:data:`CPU_MICRO_BATCH` on a CPU, whole batch elsewhere).
+      remat: with micro-batches, recompute each one's forward in the backward pass instead of
+        storing the whole batch's activations.
     """
 
     image_mean: float = 0.0
@@ -302,10 +381,11 @@ class ImageTower(nn.Module):
     merge_kernel: int = 2
     attention: str = "auto"
     block_size: int = 512
+    micro_batch: int = 0
+    remat: bool = True
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
-    @nn.compact
     def __call__(
         self, images: jax.Array, pathways: Sequence[str] = PATHWAYS, train: bool = False
     ) -> jax.Array:
@@ -318,6 +398,36 @@ class ImageTower(nn.Module):
         """
         del train
         use_local, use_global = parse_pathways(pathways)
+        if images.ndim != 3:
+            raise ValueError(f"images must be (B, H, W) grayscale; got {tuple(images.shape)}")
+        batch = images.shape[0]
+        chunk = resolve_micro_batch(self.micro_batch)
+        if self.is_initializing() or chunk >= batch:
+            return self.encode(images, use_local, use_global)
+        # Micro-batches, one after the other: every sample is independent of the others (no
+        # batch statistics), so this is the same function with a cache-sized working set.
+        n_chunks = -(-batch // chunk)
+        padded = jnp.pad(images, ((0, n_chunks * chunk - batch), (0, 0), (0, 0)))
+
+        def body(module, carry, chunk_images):
+            return carry, module.encode(chunk_images, use_local, use_global)
+
+        if self.remat:
+            # Backward recomputes each micro-batch's forward: activations of one micro-batch
+            # at a time instead of the whole batch's.
+            body = nn.remat(body, prevent_cse=False)
+        scan = nn.scan(
+            body,
+            variable_broadcast="params",
+            split_rngs={"params": False},
+            length=n_chunks,
+        )
+        _, out = scan(self, None, padded.reshape(n_chunks, chunk, *images.shape[1:]))
+        return out.reshape(n_chunks * chunk, *out.shape[2:])[:batch]
+
+    @nn.compact
+    def encode(self, images: jax.Array, use_local: bool, use_global: bool) -> jax.Array:
+        """The tower on one (micro-)batch: (B, H, W) -> (B, 16, 64)."""
         kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
         x = normalize_and_resize(
             images, self.image_mean, self.image_std, self.resize_hw, self.dtype
