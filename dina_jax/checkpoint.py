@@ -170,6 +170,14 @@ def restore_arrays(checkpoints: ocp.CheckpointManager, template: dict) -> tuple[
 # evaluate. Any other difference would continue a run with another model, optimizer or data.
 RESUME_MAY_CHANGE = (
     "compilation_cache",
+    # How the same function is computed (attention kernels, micro-batches, rematerialization):
+    # a run may resume on another machine or backend with other choices.
+    "model.image.attention",
+    "model.image.block_size",
+    "model.image.micro_batch",
+    "model.image.remat",
+    "model.neural.attention",
+    "model.neural.block_size",
     "data.dir",
     "data.cache_dir",
     "train.num_epochs",

@@ -123,7 +123,8 @@ def get_base_config() -> ml_collections.ConfigDict:
     image.attention = "auto"  # Global-stream and co-attention implementation (as neural.attention).
     image.block_size = 512  # Max query/key block of the blockwise global and co-attention.
     # Samples pushed through the image tower at a time (same result, cache-sized working set);
-    # 0: by backend (2 on a CPU, the whole batch on GPU/TPU).
+    # 0: by backend and size (2 on a CPU when a sample's stage-1 tensor is >= 512 kB, as at the
+    # paper's sizes; else the whole batch, and always on GPU/TPU).
     image.micro_batch = 0
     # With micro-batches: recompute each one's activations in the backward pass (memory).
     image.remat = True

@@ -168,3 +168,19 @@ def test_a_damaged_checkpoint_is_one_line_naming_it(trained_workdir, tmp_path):
     with pytest.raises(checkpoint.CheckpointError, match="damaged or incomplete") as error:
         checkpoint.load_run(workdir)
     assert str(step) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_how_the_function_is_computed_may_change_on_resume_what_it_computes_may_not(tiny_config):
+    """Attention kernels, micro-batches and remat are free across a resume; widths are not."""
+    from dina_jax.checkpoint import config_differences, config_json
+
+    saved = config_json(tiny_config)
+    changed = tiny_config.copy_and_resolve_references()
+    changed.model.image.micro_batch = 7
+    changed.model.image.remat = False
+    changed.model.neural.attention = "materialized"
+    assert config_differences(saved, config_json(changed)) == []
+    changed.model.image.head_hidden = 3
+    assert [d.split("=")[0] for d in config_differences(saved, config_json(changed))] == [
+        "model.image.head_hidden"
+    ]

@@ -818,3 +818,15 @@ def test_pretrained_weights_errors_are_one_line(tiny_dina, tmp_path):
     np.savez(unknown, **{"conv1_1/kernel": np.zeros((3, 3, 1, 64), np.float32)})
     with pytest.raises(DataError, match="parameter 'conv1_1/kernel' does not exist"):
         load_pretrained(params, unknown)
+
+
+def test_micro_batches_by_default_only_where_a_batch_leaves_the_cache():
+    from dina_jax.models.image_tower import CPU_MICRO_BATCH, resolve_micro_batch
+
+    paper = 32 * 128 * 64 * 4  # one sample's stage-1 tensor at the paper's sizes: 1 MB
+    tiny = 32 * 128 * 8 * 4
+    assert resolve_micro_batch(0, paper) == CPU_MICRO_BATCH  # the test backend is a CPU
+    assert resolve_micro_batch(0, tiny) >= 2**31 - 1
+    assert resolve_micro_batch(5, tiny) == 5
+    with pytest.raises(ValueError, match="micro_batch"):
+        resolve_micro_batch(-1, paper)

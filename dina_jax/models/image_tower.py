@@ -54,7 +54,8 @@ Decisions (DS-Net details the paper leaves open; also in docs/decisions.md):
   than the materialized 4,096 x 64 co-attention at batch 32). On a CPU the batch goes through
   the tower in micro-batches of 2 (``micro_batch``; a scan, each micro-batch rematerialized in
   the backward pass): a working set that stays in cache and the activations of 2 samples
-  instead of the batch's (measurements in benchmarks/README.md).
+  instead of the batch's (measurements in benchmarks/README.md). Small towers, whose batch
+  already fits in cache, go through whole.
 """
 
 from __future__ import annotations
@@ -98,20 +99,30 @@ def normalize_and_resize(
     return x[..., None].astype(dtype)
 
 
-# Samples per micro-batch on a CPU. At the paper's sizes one sample's activations are a few MB,
-# so two samples at a time keep the tower's element-wise work in cache; with remat the backward
-# pass stores one micro-batch's activations instead of the batch's (benchmarks/README.md).
+# Samples per micro-batch on a CPU. At the paper's sizes one sample's stage-1 activations are
+# 1 MB per tensor, so two samples at a time keep the tower's element-wise work in cache, and with
+# remat the backward pass stores one micro-batch's activations instead of the batch's
+# (benchmarks/README.md). Towers whose stage-1 tensor is under MICRO_BATCH_MIN_BYTES per sample
+# (the tiny and demo towers, 8 channels: 128 kB) fit in cache whole; for them micro-batches only
+# add compile time (tiny main job: 50 s -> 63 s) and a per-iteration cost.
 CPU_MICRO_BATCH = 2
+MICRO_BATCH_MIN_BYTES = 512 * 1024
 
 
-def resolve_micro_batch(micro_batch: int) -> int:
-    """Samples per micro-batch: ``micro_batch`` if positive, else by backend (a CPU:
-    :data:`CPU_MICRO_BATCH`; GPU/TPU: no micro-batches, which the returned 2**31 - 1 means)."""
+def resolve_micro_batch(micro_batch: int, sample_bytes: int = MICRO_BATCH_MIN_BYTES) -> int:
+    """Samples per micro-batch: ``micro_batch`` if positive, else by backend and size.
+
+    ``sample_bytes`` is one sample's stage-1 tensor. Auto (0) gives :data:`CPU_MICRO_BATCH` on a
+    CPU when that is at least :data:`MICRO_BATCH_MIN_BYTES`, else 2**31 - 1 (the whole batch at
+    once, also on GPU/TPU).
+    """
     if micro_batch < 0:
         raise ValueError(f"model.image.micro_batch must be >= 0; got {micro_batch}")
     if micro_batch:
         return micro_batch
-    return CPU_MICRO_BATCH if jax.default_backend() == "cpu" else 2**31 - 1
+    if jax.default_backend() == "cpu" and sample_bytes >= MICRO_BATCH_MIN_BYTES:
+        return CPU_MICRO_BATCH
+    return 2**31 - 1
 
 
 def _linear_resize_matrix(n_in: int, n_out: int) -> np.ndarray:
@@ -361,7 +372,7 @@ class ImageTower(nn.Module):
       stem_kernel, merge_kernel: kernels of the stride-2 stem and patch-merging convs.
       attention, block_size: implementation of the global and co-attention (see attention.py).
       micro_batch: samples pushed through the tower at a time (``lax.scan`` over micro-batches);
-        0: by backend (:data:`CPU_MICRO_BATCH` on a CPU, whole batch elsewhere).
+        0: by backend and size (see :func:`resolve_micro_batch`).
       remat: with micro-batches, recompute each one's forward in the backward pass instead of
         storing the whole batch's activations.
     """
@@ -401,7 +412,10 @@ class ImageTower(nn.Module):
         if images.ndim != 3:
             raise ValueError(f"images must be (B, H, W) grayscale; got {tuple(images.shape)}")
         batch = images.shape[0]
-        chunk = resolve_micro_batch(self.micro_batch)
+        stage1_bytes = (
+            (self.resize_hw[0] // 2) * (self.resize_hw[1] // 2) * self.channels[0]
+        ) * jnp.dtype(self.dtype).itemsize
+        chunk = resolve_micro_batch(self.micro_batch, stage1_bytes)
         if self.is_initializing() or chunk >= batch:
             return self.encode(images, use_local, use_global)
         # Micro-batches, one after the other: every sample is independent of the others (no
