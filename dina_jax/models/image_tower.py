@@ -208,18 +208,19 @@ class DepthwiseConv(nn.Module):
         return depthwise_conv(x, kernel[:, :, 0, :]) + bias
 
 
-def _shifted_sum(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """sum_{r,c} x[:, h + r - k//2, w + c - k//2, :] * kernel[r, c] with zero padding."""
-    size = kernel.shape[0]
+def _shifted_copies(x: jax.Array, size: int):
+    """Yields (r, c, x shifted by (r - k//2, c - k//2)) for the k x k taps, zero padded."""
     pad = size // 2
     padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
     height, width = x.shape[1:3]
-    out = padded[:, :height, :width, :] * kernel[0, 0]
     for row in range(size):
         for col in range(size):
-            if row or col:
-                out = out + padded[:, row : row + height, col : col + width, :] * kernel[row, col]
-    return out
+            yield row, col, padded[:, row : row + height, col : col + width, :]
+
+
+def _shifted_sum(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """sum_{r,c} x[:, h + r - k//2, w + c - k//2, :] * kernel[r, c] with zero padding."""
+    return sum(shifted * kernel[r, c] for r, c, shifted in _shifted_copies(x, kernel.shape[0]))
 
 
 @jax.custom_vjp
@@ -241,20 +242,8 @@ def _depthwise_fwd(x, kernel):
 def _depthwise_bwd(residuals, grad):
     x, kernel = residuals
     size = kernel.shape[0]
-    pad = size // 2
-    height, width = x.shape[1:3]
-    padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    grad_kernel = jnp.stack(
-        [
-            jnp.stack(
-                [
-                    jnp.sum(padded[:, r : r + height, c : c + width, :] * grad, axis=(0, 1, 2))
-                    for c in range(size)
-                ]
-            )
-            for r in range(size)
-        ]
-    )  # (k, k, C)
+    taps = [jnp.sum(shifted * grad, axis=(0, 1, 2)) for _, _, shifted in _shifted_copies(x, size)]
+    grad_kernel = jnp.stack(taps).reshape(kernel.shape)  # row-major taps -> (k, k, C)
     return _shifted_sum(grad, kernel[::-1, ::-1]), grad_kernel.astype(kernel.dtype)
 
 
