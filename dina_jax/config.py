@@ -134,7 +134,8 @@ def get_base_config() -> ml_collections.ConfigDict:
     neural.mlp_hidden = 1024  # Hidden width of the readout MLP N -> hidden -> 1024.
     neural.num_heads = 1  # Heads of the population attention; Eq. 7 is a single head.
     # Add each neuron's embedding to its attention output (a transformer skip). The paper prints
-    # Eq. 7 without one, so the paper configs have none; the demo adds it (docs/decisions.md).
+    # Eq. 7 without one, and no config adds it: with it the demo's attention went uniform and
+    # decoding ran through the skip, a readout (docs/decisions.md, issue 13).
     neural.residual = False
     # How the population attention weights the neurons: "softmax" (Eq. 7), "uniform" (every kept
     # neuron 1/N) or "none" (no attention output): the last two are controls that measure what

@@ -150,13 +150,13 @@ MICE = {
 # demo (2 seeds); the budget.
 PLAN = (
     ("demo", "A", (0, 1, 2)),
-    ("demo", "B", (0, 1, 2)),
-    ("literal", "A", (0, 1, 2)),
+    ("literal", "A", (0, 1, 2)),  # minutes each (early stopping): before the demo's half hours
     ("literal", "B", (0, 1, 2)),
+    ("demo_e48", "A", (0,)),  # the learning curve to convergence sets the demo's budget
+    ("demo", "B", (0, 1, 2)),
     *(("demo", mouse, (0,)) for mouse in "CDEFG"),
     *((variant, "A", (0, 1)) for variant in ("demo_skip", "demo_no_ema")),
     *((variant, "A", (0, 1)) for variant in ("demo_no_weight_decay", "demo_no_halves")),
-    ("demo_e48", "A", (0,)),
     ("demo_e16", "A", (0,)),
     ("skip", "A", (0, 1, 2)),
     ("skip", "B", (0, 1, 2)),
@@ -181,7 +181,9 @@ EXPLORE = (
 # Recipe robustness (--plan robust): the seed on which the demo fails first.
 ROBUST = (
     ("demo_wd10", "A", (1, 0)),
-    ("demo_neuron_dropout", "A", (1, 0)),
+    # Seed 1 only: dropout 0.2 leaves its plateau where it was (best validation loss 1.98
+    # against 2.00; training loss 0.09 by epoch 18), so it is not a candidate for the recipe.
+    ("demo_neuron_dropout", "A", (1,)),
 )
 PLANS = {"main": PLAN, "explore": EXPLORE, "robust": ROBUST}
 SPREAD_STIMULI = 32
