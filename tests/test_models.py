@@ -255,15 +255,25 @@ def test_baselines_refuse_pathway_masking(tiny_config):
         )
 
 
+def _grouped_depthwise(x, kernel):
+    """XLA's grouped convolution, the oracle of the depth-wise conv: kernel (k, k, C)."""
+    return lax.conv_general_dilated(
+        x,
+        kernel[:, :, None, :],
+        (1, 1),
+        "SAME",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=x.shape[-1],
+    )
+
+
 def test_depthwise_conv_equals_grouped_convolution():
     x = jnp.asarray(_rng(5).standard_normal((2, 9, 11, 6)), jnp.float32)
     layer = DepthwiseConv(3)
     variables = layer.init(jax.random.PRNGKey(0), x)
     kernel = variables["params"]["kernel"]
     variables = {"params": {"kernel": kernel, "bias": jnp.arange(6.0)}}
-    expected = lax.conv_general_dilated(
-        x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=6
-    ) + jnp.arange(6.0)
+    expected = _grouped_depthwise(x, kernel[:, :, 0, :]) + jnp.arange(6.0)
     np.testing.assert_allclose(layer.apply(variables, x), expected, atol=ATOL)
 
 
@@ -272,20 +282,10 @@ def test_depthwise_conv_gradients_equal_those_of_the_grouped_convolution():
     x = jnp.asarray(_rng(7).standard_normal((3, 7, 10, 5)), jnp.float32)
     kernel = jnp.asarray(_rng(8).standard_normal((3, 3, 5)), jnp.float32)
 
-    def grouped(x, kernel):
-        return lax.conv_general_dilated(
-            x,
-            kernel[:, :, None, :],
-            (1, 1),
-            "SAME",
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            feature_group_count=5,
-        )
-
     def loss(conv):
         return lambda x, kernel: jnp.sum(jnp.sin(conv(x, kernel)) * jnp.arange(5.0))
 
-    expected = jax.grad(loss(grouped), argnums=(0, 1))(x, kernel)
+    expected = jax.grad(loss(_grouped_depthwise), argnums=(0, 1))(x, kernel)
     got = jax.jit(jax.grad(loss(depthwise_conv), argnums=(0, 1)))(x, kernel)
     for g, e in zip(got, expected, strict=True):  # float32 sums of 210 products
         np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)

@@ -83,6 +83,12 @@ def parse_pathways(pathways: Sequence[str]) -> tuple[bool, bool]:
     return "local" in pathways, "global" in pathways
 
 
+def check_grayscale(images: jax.Array) -> None:
+    """Raises a one-line ValueError unless ``images`` is a (B, H, W) grayscale batch."""
+    if images.ndim != 3:
+        raise ValueError(f"images must be (B, H, W) grayscale; got {tuple(images.shape)}")
+
+
 def normalize_and_resize(
     images: jax.Array, image_mean: float, image_std: float, resize_hw: Sequence[int], dtype
 ) -> jax.Array:
@@ -90,8 +96,7 @@ def normalize_and_resize(
 
     Differentiable with respect to the pixels (the occlusion analysis relies on it).
     """
-    if images.ndim != 3:
-        raise ValueError(f"images must be (B, H, W) grayscale; got {tuple(images.shape)}")
+    check_grayscale(images)
     x = (images.astype(jnp.float32) - image_mean) / image_std
     x = jax.image.resize(
         x, (x.shape[0], *resize_hw), method="linear", antialias=True
@@ -398,8 +403,7 @@ class ImageTower(nn.Module):
         """
         del train
         use_local, use_global = parse_pathways(pathways)
-        if images.ndim != 3:
-            raise ValueError(f"images must be (B, H, W) grayscale; got {tuple(images.shape)}")
+        check_grayscale(images)  # before the micro-batch reshape, which assumes it
         batch = images.shape[0]
         stage1_bytes = (
             (self.resize_hw[0] // 2) * (self.resize_hw[1] // 2) * self.channels[0]
