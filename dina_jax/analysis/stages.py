@@ -1,36 +1,27 @@
 """The analysis stages of ``analyze`` (paper Sec. 4.4-4.5, Fig. 5-6), each described once:
 :data:`STAGES`, in run order, and :func:`datasets_table`, the README's table of what they store.
 
-What each field of a ``Stage`` means, and what its ``compute`` and ``figures`` are given, is in
-:mod:`dina_jax.analysis.stage_framework`; this module re-exports its names.
+Their code is in three modules:
 
-Adding an analysis: a module with its ``compute`` and ``figures`` functions, a block
-``config.analysis.<name>`` in ``dina_jax/config.py``, and one ``Stage(...)`` in :data:`STAGES`
-(with ``datasets`` describing its arrays; then regenerate the README table, see
-:func:`datasets_table`); ``run.py`` stays as it is. The analysis functions themselves
-(``occlusion``, ``blobs``, ...) know nothing of HDF5 or figures; the functions below connect
-them to the run and to ``plots``.
+  stage_framework  what a stage is (``Stage``, each field explained there) and what it is given
+                   (``Inputs``, ``StageContext``); this module re-exports its names;
+  image_stages     the ``compute`` and ``figures`` functions of the image-tower stages (Fig. 5);
+  neural_stages    those of the neural-tower stages (Fig. 6) and of the ground-truth validation.
+
+Adding an analysis: a module with the analysis itself, which knows nothing of HDF5 or figures;
+its ``compute`` and ``figures`` functions, which connect it to the run and to ``plots``, beside
+those of the tower it analyses; a block ``config.analysis.<name>`` in ``dina_jax/config.py``;
+and one ``Stage(...)`` in :data:`STAGES` (with ``datasets`` describing its arrays; then
+regenerate the README table, see :func:`datasets_table`). ``run.py`` stays as it is.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import jax
-import numpy as np
-
-from dina_jax import plots, progress
-from dina_jax.analysis import (
-    ablation,
-    attention_contribution,
-    attention_stats,
-    image_stages,
-    validation,
-)
+from dina_jax.analysis import image_stages, neural_stages
 from dina_jax.analysis.image_stages import occlusion_batch
 from dina_jax.analysis.stage_framework import Inputs, Stage, StageContext, always, describe
 
-# ----------------------------------------------------------------- the README's table, helpers
+# ------------------------------------------------------ the README's table, when a stage applies
 
 
 def datasets_table(registry: tuple[Stage, ...] | None = None) -> str:
@@ -54,151 +45,8 @@ def _dina_only(inputs: Inputs) -> bool:
     return inputs.is_dina
 
 
-def _progress(description: str, unit: str) -> Callable:
-    return lambda iterable: progress.bar(iterable, desc=description, unit=unit, leave=False)
-
-
-# ---------------------------------------------------------- neuron ablation (Sec. 4.5, Fig. 6a)
-
-
-def _ablation_compute(ctx: StageContext) -> tuple[dict, dict]:
-    """Response-ranked vs random neuron subsets, SSIM to the full-population neural map."""
-    from dina_jax.models.feature_fns import neural_feature_fn
-
-    run, block = ctx.inputs, ctx.block
-    result = ablation.neuron_ablation(
-        neural_feature_fn(run.model, run.params),
-        run.responses,
-        fractions=block.fractions,
-        n_random=block.random_draws,
-        # A stream of the run's seed of its own; the constant is the first version's (another
-        # one would draw other random subsets than the stored results).
-        key=jax.random.fold_in(jax.random.key(run.config.seed), 6),
-        target=block.ssim_target,
-        win_size=block.ssim_window,
-        mask_batch=block.mask_batch,
-        progress=_progress("neuron ablation", "chunk"),
-    )
-    scalars = {k: v for k, v in result.items() if np.ndim(v) == 0}
-    arrays = {k: v for k, v in result.items() if np.ndim(v) > 0}
-    return arrays, scalars
-
-
-def _ablation_figures(ctx: StageContext) -> list[str]:
-    group = ctx.group
-    return [
-        ctx.save(
-            plots.plot_ablation(
-                group["fractions"][...],
-                group["ranked_curve"][...],
-                group["random_curve"][...],
-                target=ctx.block.ssim_target,
-            ),
-            "fig6a_ablation.png",
-        )
-    ]
-
-
-# ------------------------------------------------------ attention scores (Sec. 4.5, Fig. 6b)
-
-
-def _attention_compute(ctx: StageContext) -> tuple[dict, dict]:
-    """Histogram of the population attention's probabilities, streamed, and its log-normal fit."""
-    from dina_jax.models.feature_fns import attention_qk_fn
-
-    run, block = ctx.inputs, ctx.block
-    responses = run.responses[: block.samples]
-    edges = attention_stats.attention_bin_edges(responses.shape[1], block.bins)
-    counts, moments = attention_stats.attention_histogram_stream(
-        attention_qk_fn(run.model, run.params),
-        responses,
-        edges,
-        batch_size=1,  # One stimulus per call: its N x N scores are the memory.
-        block_size=run.config.model.neural.block_size,
-        progress=_progress("attention scores", "stimulus"),
-    )
-    summary = attention_stats.attention_summary(counts, moments, edges)
-    return dict(bin_edges=edges, counts=counts), summary
-
-
-def _attention_figures(ctx: StageContext) -> list[str]:
-    group = ctx.group
-    return [
-        ctx.save(
-            plots.plot_attention_distribution(
-                group["bin_edges"][...],
-                group["counts"][...],
-                mu=float(group.attrs["mu"]),
-                sigma=float(group.attrs["sigma"]),
-                ks=float(group.attrs["ks"]),
-            ),
-            "fig6b_attention.png",
-        )
-    ]
-
-
-# ------------------------------------------------------------ what the attention contributes
-
-
-def _contribution_compute(ctx: StageContext) -> tuple[dict, dict]:
-    """Retrieval over every test stimulus and map SSIM with the attention uniform or removed;
-    the spread of the attention scores over the first ``samples`` analysed stimuli."""
-    from dina_jax.models.feature_fns import attention_qk_fn
-
-    run, block = ctx.inputs, ctx.block
-    test = run.dataset.split.test
-    result = attention_contribution.attention_contribution(
-        run.model,
-        run.params,
-        run.dataset.images[test],
-        run.dataset.responses[test],
-        topk=tuple(run.config.eval.topk),
-        ssim_window=block.ssim_window,
-        batch_size=block.batch_size,
-    )
-    spread = attention_contribution.attention_spread(
-        attention_qk_fn(run.model, run.params),
-        run.responses[: block.samples],
-        block_size=run.config.model.neural.block_size,
-        progress=_progress("attention spread", "stimulus"),
-    )
-    scalars = {f"{name}_{key}": value for name, m in result.items() for key, value in m.items()}
-    scalars["uniform_top1_cost"] = result["intact"]["top1"] - result["uniform"]["top1"]
-    scalars.update(spread)
-    return {}, scalars
-
-
-# ------------------------------------------------- ground-truth validation (simulated V1 only)
-
-
 def _has_ground_truth(inputs: Inputs) -> bool:
     return inputs.dataset.ground_truth is not None
-
-
-def _validation_compute(ctx: StageContext) -> tuple[dict, dict]:
-    """Occlusion maps vs the simulated drive footprints; ablation ranking vs high-gain neurons."""
-    run = ctx.inputs
-    truth = run.dataset.ground_truth
-    rf_maps = ctx.h5["occlusion/maps"][...]
-    footprints = validation.drive_footprints(run.responses, truth, rf_maps.shape[1:])
-    occ = validation.occlusion_footprint_score(rf_maps, footprints)
-    high_gain = validation.high_gain_neurons(truth, ctx.block.gain_quantile)
-    overlap = ablation.ground_truth_overlap(ctx.h5["ablation/order"][...], high_gain)
-    arrays = dict(
-        occlusion_score=occ["score"],
-        occlusion_control=occ["control"],
-        occlusion_percentile=occ["percentile"],
-        high_gain=high_gain,
-    )
-    scalars = dict(
-        occlusion_mean_score=occ["mean_score"],
-        occlusion_mean_control=occ["mean_control"],
-        occlusion_area_fraction=occ["area_fraction"],
-        occlusion_median_percentile=float(np.median(occ["percentile"])),
-        occlusion_p_value=occ["p_value"],
-        **{f"ablation_{k}": v for k, v in overlap.items()},
-    )
-    return arrays, scalars
 
 
 # --------------------------------------------------------------------------------- registry
@@ -307,8 +155,8 @@ STAGES: tuple[Stage, ...] = (
         name="ablation",
         version=3,
         config_block="ablation",
-        compute=_ablation_compute,
-        figures=_ablation_figures,
+        compute=neural_stages.ablation_compute,
+        figures=neural_stages.ablation_figures,
         memory_fields=("mask_batch",),
         description="Neural-tower maps from response-ranked vs random neuron subsets, SSIM to the "
         "full-population map (Sec. 4.5, Fig. 6a); F = len(analysis.ablation.fractions), "
@@ -349,8 +197,8 @@ STAGES: tuple[Stage, ...] = (
         name="attention",
         version=3,
         config_block="attention",
-        compute=_attention_compute,
-        figures=_attention_figures,
+        compute=neural_stages.attention_compute,
+        figures=neural_stages.attention_figures,
         applies=_dina_only,
         description="Histogram of the population attention's probabilities (Eq. 7) over the "
         "first analysis.attention.samples stimuli, with its log-normal fit (Sec. 4.5, Fig. 6b); "
@@ -367,7 +215,7 @@ STAGES: tuple[Stage, ...] = (
         name="attention_contribution",
         version=1,
         config_block="attention_contribution",
-        compute=_contribution_compute,
+        compute=neural_stages.contribution_compute,
         applies=_dina_only,
         memory_fields=("batch_size",),
         description="Retrieval over every test stimulus and map SSIM with the attention intact, "
@@ -377,7 +225,7 @@ STAGES: tuple[Stage, ...] = (
         name="validation",
         version=4,
         config_block="validation",
-        compute=_validation_compute,
+        compute=neural_stages.validation_compute,
         applies=_has_ground_truth,
         depends_on=("occlusion", "ablation"),
         description="Simulated data only: occlusion maps vs the footprints of the simulated RFs "
