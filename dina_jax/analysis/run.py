@@ -45,6 +45,7 @@ import numpy as np
 
 from dina_jax import files, progress
 from dina_jax.analysis import stages
+from dina_jax.analysis.stage_framework import Inputs, Stage, StageContext, describe
 from dina_jax.checkpoint import load_run
 
 FIGURES = "figures"
@@ -80,7 +81,7 @@ def _analyze(config, workdir: str) -> dict:
     # settings from ``config``.
     model, params, run_config, dataset = load_run(workdir, "best", config=config)
     rows = np.asarray(dataset.split.test[: an.n_images])
-    inputs = stages.Inputs(
+    inputs = Inputs(
         model=model,
         params=params,
         config=run_config,
@@ -109,7 +110,7 @@ def _analyze(config, workdir: str) -> dict:
             block = _config_block(an, stage)
             keys[stage.name] = _settings_key(stage, block, rows, keys)
             group, done = _open_stage(h5, stage, keys[stage.name])
-            context = stages.StageContext(
+            context = StageContext(
                 inputs,
                 block,
                 an,
@@ -123,7 +124,7 @@ def _analyze(config, workdir: str) -> dict:
             if not done:
                 _write(group, *stage.compute(context))
             # Also a stored group: a file written before its datasets were documented gets it.
-            if stages.describe(group, stage) or not done:
+            if describe(group, stage) or not done:
                 store.save()
             summary[stage.name] = _scalars(group)
             if stage.figures is not None:
@@ -190,9 +191,9 @@ def _read_header(_name: str, obj) -> None:
         obj.shape  # noqa: B018
 
 
-def _persist(store: ResultsFile, group: h5py.Group, stage: stages.Stage) -> None:
+def _persist(store: ResultsFile, group: h5py.Group, stage: Stage) -> None:
     """A resumable stage's ``StageContext.persist``: documents its datasets, saves soon."""
-    stages.describe(group, stage)
+    describe(group, stage)
     store.save_soon()
 
 
@@ -215,7 +216,7 @@ def _load_image(path: str) -> h5py.File:
 # ------------------------------------------------------------------------- HDF5 bookkeeping
 
 
-def _config_block(analysis, stage: stages.Stage):
+def _config_block(analysis, stage: Stage):
     if stage.config_block not in analysis:
         raise KeyError(
             f"analysis stage {stage.name!r} reads config.analysis.{stage.config_block}, which the "
@@ -224,7 +225,7 @@ def _config_block(analysis, stage: stages.Stage):
     return analysis[stage.config_block]
 
 
-def _settings_key(stage: stages.Stage, block, rows: np.ndarray, keys: dict[str, str]) -> str:
+def _settings_key(stage: Stage, block, rows: np.ndarray, keys: dict[str, str]) -> str:
     """What the stored results of ``stage`` were computed from, as a string (a group attribute).
 
     The block's fields less the memory knobs, the stimuli, the keys of the stages it depends on
@@ -249,7 +250,7 @@ def _settings_key(stage: stages.Stage, block, rows: np.ndarray, keys: dict[str, 
     )
 
 
-def _open_stage(h5: h5py.File, stage: stages.Stage, key: str) -> tuple[h5py.Group, bool]:
+def _open_stage(h5: h5py.File, stage: Stage, key: str) -> tuple[h5py.Group, bool]:
     """Returns (group, done): the stored group if it was completed with these settings, else a
     fresh (emptied) group; a resumable stage's partial group with these settings is kept."""
     if stage.name in h5:

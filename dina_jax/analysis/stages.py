@@ -1,164 +1,27 @@
-"""The analysis stages of ``analyze`` (paper Sec. 4.4-4.5, Fig. 5-6), each described once.
+"""The analysis stages of ``analyze`` (paper Sec. 4.4-4.5, Fig. 5-6), each described once:
+:data:`STAGES`, in run order, and :func:`datasets_table`, the README's table of what they store.
 
-A :class:`Stage` tells the orchestrator (:func:`dina_jax.analysis.run.analyze`) all it needs:
+Their code is in three modules:
 
-  name           its group in ``analysis.h5`` and its entry in the summary (``analysis.json``);
-  version        bumped when its results change for the same settings, so stored ones recompute;
-  config_block   ``config.analysis.<config_block>``, its settings. Stored results are keyed by
-                 the block's fields (less ``memory_fields``), the analysed stimuli and the keys of
-                 the stages it ``depends_on``: changing any of them recomputes the stage;
-  compute        ``(StageContext) -> (arrays, scalars)``: arrays become datasets of the stage's
-                 group, scalars its attributes and its summary entry;
-  figures        ``(StageContext) -> [PNG paths]``: its paper figures, drawn on every call
-                 right after the stage, from its stored results and those it depends on;
-  applies        ``(Inputs) -> bool``: whether it runs for this run (e.g. DINA only);
-  depends_on     stages whose stored results it reads (they come first in :data:`STAGES`);
-  memory_fields  block fields that bound memory and change no result; they are not part of the
-                 key, so a rerun with a smaller chunk after running out of memory resumes;
-  resumable      a partly computed group is kept and ``compute`` continues where it stopped;
-  description    what the stage computes: the ``description`` attribute of its group;
-  datasets       ``{name: (units, description)}`` of every dataset its group holds: the
-                 ``units`` and ``description`` attributes ``analyze`` gives each dataset, and the
-                 table of the README's "Outputs" (:func:`datasets_table`). The single place that
-                 says what a stored array means; a dataset missing here fails the tests.
+  stage_framework  what a stage is (``Stage``, each field explained there) and what it is given
+                   (``Inputs``, ``StageContext``); this module re-exports its names;
+  image_stages     the ``compute`` and ``figures`` functions of the image-tower stages (Fig. 5);
+  neural_stages    those of the neural-tower stages (Fig. 6) and of the ground-truth validation.
 
-Adding an analysis: a module with its ``compute`` and ``figures`` functions, a block
-``config.analysis.<name>`` in ``dina_jax/config.py``, and one ``Stage(...)`` in :data:`STAGES`
-(with ``datasets`` describing its arrays; then regenerate the README table, see
-:func:`datasets_table`); ``run.py`` stays as it is. The analysis functions themselves
-(``occlusion``, ``blobs``, ...) know nothing of HDF5 or figures; the functions below connect
-them to the run and to ``plots``.
+Adding an analysis: a module with the analysis itself, which knows nothing of HDF5 or figures;
+its ``compute`` and ``figures`` functions, which connect it to the run and to ``plots``, beside
+those of the tower it analyses; a block ``config.analysis.<name>`` in ``dina_jax/config.py``;
+and one ``Stage(...)`` in :data:`STAGES` (with ``datasets`` describing its arrays; then
+regenerate the README table, see :func:`datasets_table`). ``run.py`` stays as it is.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
-import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from dina_jax.analysis import image_stages, neural_stages
+from dina_jax.analysis.image_stages import occlusion_batch
+from dina_jax.analysis.stage_framework import Inputs, Stage, StageContext, always, describe
 
-import h5py
-import jax
-import ml_collections
-import numpy as np
-
-from dina_jax import plots, progress
-from dina_jax.analysis import (
-    ablation,
-    attention_contribution,
-    attention_stats,
-    blobs,
-    occlusion,
-    pathways,
-    validation,
-)
-
-# ----------------------------------------------------------------------------- the framework
-
-
-@dataclasses.dataclass(frozen=True)
-class Inputs:
-    """What every stage is given: the trained run and the analysed test stimuli.
-
-    Attributes:
-      model: the dual-tower module (``dina_jax.models.build_model``).
-      params: its parameters (the ``"params"`` collection).
-      config: the run's ConfigDict (architecture, seed; fields added since training defaulted).
-      dataset: the run's ``Dataset``; ``dataset.ground_truth`` is the simulator's truth or None.
-      rows: (S,) int64 dataset rows analysed: the first ``analysis.n_images`` test rows.
-      images: (S, 68, 270) float32 stimuli of those rows.
-      responses: (S, N) float32 stimulus-averaged responses to them.
-    """
-
-    model: Any
-    params: Any
-    config: ml_collections.ConfigDict
-    dataset: Any
-    rows: np.ndarray
-    images: np.ndarray
-    responses: np.ndarray
-
-    @property
-    def is_dina(self) -> bool:
-        """The baselines (VGG16-MLP, ViT-MLP) have no pathways and no population attention."""
-        return self.config.model.name == "dina"
-
-
-@dataclasses.dataclass(frozen=True)
-class StageContext:
-    """One stage's view of an ``analyze`` call, given to its ``compute`` and ``figures``.
-
-    Attributes:
-      inputs: the run and its analysed stimuli.
-      block: ``config.analysis.<config_block>``, the stage's settings.
-      analysis: the whole ``config.analysis`` (a figure may follow another stage's settings).
-      h5: the open ``analysis.h5``; ``h5[name]`` holds the results of a stage this one depends on.
-      group: the stage's own group (a resumable stage keeps its partial results there).
-      figure_dir: the folder of the figures (``workdir/figures``).
-      figures: ``config.figures`` (format and dpi of :meth:`save`); None: PNG at 120 dpi.
-      persist: call after each unit of a resumable stage's work; writes ``h5`` to disk now and
-        then, so that a killed run resumes from there.
-    """
-
-    inputs: Inputs
-    block: ml_collections.ConfigDict
-    analysis: ml_collections.ConfigDict
-    h5: h5py.File
-    group: h5py.Group
-    figure_dir: str
-    figures: ml_collections.ConfigDict | None = None
-    persist: Callable[[], None] = lambda: None
-
-    def figure(self, name: str) -> str:
-        """Path of the file ``name`` in the figure folder."""
-        return os.path.join(self.figure_dir, name)
-
-    def save(self, fig, name: str) -> str:
-        """Writes a Figure as ``name`` (its suffix becomes the configured format); the path."""
-        options = {} if self.figures is None else dict(self.figures.to_dict())
-        return plots.save(fig, self.figure(name), **options)
-
-
-def always(inputs: Inputs) -> bool:
-    """The default ``Stage.applies``: the stage runs for every model and dataset."""
-    del inputs
-    return True
-
-
-@dataclasses.dataclass(frozen=True)
-class Stage:
-    """One analysis as ``analyze`` runs it; see the module docstring for each field."""
-
-    name: str
-    version: int
-    config_block: str
-    compute: Callable[[StageContext], tuple[dict, dict]]
-    figures: Callable[[StageContext], list[str]] | None = None
-    applies: Callable[[Inputs], bool] = always
-    depends_on: tuple[str, ...] = ()
-    memory_fields: tuple[str, ...] = ()
-    resumable: bool = False
-    description: str = ""
-    datasets: Mapping[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
-
-
-def describe(group, stage: Stage) -> bool:
-    """Gives ``group`` (the stage's, in ``analysis.h5``) its ``description`` attribute and each
-    of its datasets that ``stage.datasets`` documents its ``units`` and ``description``.
-
-    Returns whether an attribute changed (a stored file then needs saving).
-    """
-    wanted = [(group, "description", stage.description)] if stage.description else []
-    for name, (units, description) in stage.datasets.items():
-        if name in group:
-            wanted += [(group[name], "units", units), (group[name], "description", description)]
-    changed = False
-    for obj, key, value in wanted:
-        if obj.attrs.get(key) != value:
-            obj.attrs[key] = value
-            changed = True
-    return changed
+# ------------------------------------------------------ the README's table, when a stage applies
 
 
 def datasets_table(registry: tuple[Stage, ...] | None = None) -> str:
@@ -182,383 +45,8 @@ def _dina_only(inputs: Inputs) -> bool:
     return inputs.is_dina
 
 
-def _progress(description: str, unit: str) -> Callable:
-    return lambda iterable: progress.bar(iterable, desc=description, unit=unit, leave=False)
-
-
-# ------------------------------------------------------------------- pathways (Sec. 4.4, Fig. 5a)
-
-
-def _pathways_compute(ctx: StageContext) -> tuple[dict, dict]:
-    """SSIM of the local-only / global-only image maps to the full map: (S,) each."""
-    run = ctx.inputs
-    result = pathways.pathway_ssim(
-        run.model, run.params, run.images, win_size=ctx.block.ssim_window
-    )
-    scalars = dict(
-        mean_local=float(result["local"].mean()), mean_global=float(result["global"].mean())
-    )
-    return result, scalars
-
-
-def _pathways_figures(ctx: StageContext) -> list[str]:
-    return [
-        ctx.save(
-            plots.plot_pathway_ssim(ctx.group["local"][...], ctx.group["global"][...]),
-            "fig5a_pathway_ssim.png",
-        )
-    ]
-
-
-# ------------------------------------------------------------ occlusion (App. A.1, Fig. 5b-c)
-
-
-def occlusion_batch(configured: int) -> int:
-    """Chunk of occluded images per feature-map call; 0 picks 256 on GPU/TPU and 8 on CPU."""
-    if configured > 0:
-        return int(configured)
-    return 8 if jax.default_backend() == "cpu" else 256
-
-
-def _occlusion_compute(ctx: StageContext) -> tuple[dict, dict]:
-    """RF maps (S, H, W) of the image tower, one compiled computation per image (Eq. 10-15).
-
-    The maps are written to the group image by image (``maps``, and ``done`` (S,) bool), so an
-    interrupted run continues with the first missing image.
-    """
-    from dina_jax.models.feature_fns import image_feature_fn
-
-    run, group = ctx.inputs, ctx.group
-    if "maps" not in group:
-        group.create_dataset("maps", shape=run.images.shape, dtype="float32")
-        group.create_dataset("done", data=np.zeros(len(run.images), bool))
-    # The block's fields are occlusion_map's keyword arguments (repeats included: App. A.1's
-    # N = 5, computed once for the deterministic models here), except the memory knob.
-    options = ctx.block.to_dict()
-    options["batch_size"] = occlusion_batch(options.pop("batch"))
-    feature_fn = image_feature_fn(run.model, run.params)
-    todo = np.nonzero(~group["done"][...])[0]
-    seconds = []
-    # A line at every quarter (after the first image, which compiles): the ETA in a log file.
-    report_at = {1, *(round(len(todo) * q / 4) for q in (1, 2, 3))} - {0, len(todo)}
-    for count, i in enumerate(progress.bar(todo, desc="occlusion maps", unit="image"), start=1):
-        start = time.perf_counter()
-        group["maps"][i] = np.asarray(occlusion.occlusion_map(feature_fn, run.images[i], **options))
-        seconds.append(time.perf_counter() - start)
-        group["done"][i] = True
-        ctx.persist()
-        if count in report_at:
-            pace = float(np.mean(seconds[1:] or seconds))
-            left = progress.eta(pace, len(todo) - count)
-            print(
-                f"  occlusion maps {count}/{len(todo)}: {progress.format_duration(pace)}/image, "
-                f"ETA {progress.format_duration(left)}",
-                flush=True,
-            )
-    grid = occlusion.occlusion_grid(*run.images.shape[1:], ctx.block.stride)
-    scalars = dict(n_centres=int(np.prod([len(g) for g in grid])))
-    if seconds:  # The first image includes compilation.
-        scalars.update(
-            seconds_first_image=seconds[0], seconds_per_image=float(np.mean(seconds[1:] or seconds))
-        )
-    return {}, scalars
-
-
-def _most_blobs(rf_maps: np.ndarray, threshold: float) -> int:
-    """The stimulus whose map has the most blobs (Eq. 16): the one Fig. 5b and 5d show."""
-    return int(np.argmax([blobs.label_blobs(m, threshold).max() for m in rf_maps]))
-
-
-def _occlusion_figures(ctx: StageContext) -> list[str]:
-    """Fig. 5b (one stimulus, its occluders and its map) and Fig. 5c (the first six maps)."""
-    images, rf_maps = ctx.inputs.images, ctx.group["maps"][...]
-    sigma, alpha = ctx.block.sigma, ctx.block.alpha
-    shown = _most_blobs(rf_maps, ctx.analysis.blobs.threshold)
-    height, width = rf_maps.shape[1:]
-    # Occluded at the map's peak; three more centres spread over the image are only outlined.
-    peak = np.unravel_index(np.argmax(rf_maps[shown]), rf_maps[shown].shape)
-    centres = np.array(
-        [
-            peak,
-            (height // 2, width // 5),
-            (height // 3, width // 2),
-            (2 * height // 3, 4 * width // 5),
-        ]
-    )
-    gy, iny = occlusion.gaussian_profiles(np.array([peak[0]]), height, sigma)
-    gx, inx = occlusion.gaussian_profiles(np.array([peak[1]]), width, sigma)
-    occluded = np.asarray(occlusion.occlude(images[shown], gy[0], gx[0], iny[0], inx[0], alpha))
-    n_show = min(6, len(images))
-    return [
-        ctx.save(
-            plots.plot_occlusion_example(
-                images[shown], occluded, rf_maps[shown], centres, sigma=sigma
-            ),
-            "fig5b_occlusion.png",
-        ),
-        ctx.save(
-            plots.plot_occlusion_maps(images[:n_show], rf_maps[:n_show]),
-            "fig5c_importance_maps.png",
-        ),
-    ]
-
-
-# ------------------------------------------------------- blobs and STI (App. A.2-A.3, Fig. 5d-h)
-
-
-def _blobs_compute(ctx: StageContext) -> tuple[dict, dict]:
-    """Blobs of every occlusion map and their shape descriptors: one table row per blob."""
-    rf_maps = ctx.h5["occlusion/maps"][...]
-    # The block's fields are extract_blobs' keyword arguments.
-    per_image = [
-        blobs.extract_blobs(m, im, **ctx.block.to_dict())
-        for m, im in zip(rf_maps, ctx.inputs.images, strict=True)
-    ]
-    table = blobs.blob_table(per_image)
-    sti = table["sti"][np.isfinite(table["sti"])]
-    has_blobs, has_sti = table["area"].size > 0, sti.size > 0
-    nan = float("nan")
-    scalars = dict(
-        count_mean=float(table["count"].mean()),
-        count_std=float(table["count"].std()),
-        area_mean=float(table["area"].mean()) if has_blobs else nan,
-        area_std=float(table["area"].std()) if has_blobs else nan,
-        sti_mean=float(sti.mean()) if has_sti else nan,
-        sti_median=float(np.median(sti)) if has_sti else nan,
-        sti_fraction_negative=float((sti < 0).mean()) if has_sti else nan,
-        n_blobs=int(table["area"].size),
-        n_blobs_without_edges=int(np.sum(~np.isfinite(table["sti"]))),
-    )
-    return table, scalars
-
-
-def _blob_mask(table: dict, rf_maps: np.ndarray, row: int, threshold: float) -> np.ndarray:
-    """(H, W) bool mask of the blob in row ``row`` of a ``blob_table``, relabelled from its map.
-
-    ``blob_table`` lists each image's blobs in label order, so the k-th (0-based) blob of image i
-    has label k + 1 (Eq. 16 + connected components); relabelling a map is cheaper than storing
-    every (H, W) mask.
-
-    Args:
-      table: the stored ``blob_table`` (``image`` (n_blobs,), ``count`` (S,), ...).
-      rf_maps: (S, H, W) the occlusion maps the table was computed from.
-      row: the blob's row in the table.
-      threshold: the blob threshold of the table (``analysis.blobs.threshold``).
-    """
-    image = int(table["image"][row])
-    first_row = int(np.sum(table["count"][:image]))
-    return blobs.label_blobs(rf_maps[image], threshold) == row - first_row + 1
-
-
-def _sti_examples(table, rf_maps, images, block, n_examples=5) -> list[dict]:
-    """Blobs at evenly spaced STI quantiles, with their crops and edge skeletons (Fig. 5g).
-
-    Args:
-      table: the stored ``blob_table``; rf_maps, images: (S, H, W) maps and stimuli.
-      block: ``analysis.blobs`` (threshold, edge binarization).
-      n_examples: blobs shown, from texture (lowest STI) to shape (highest); blobs without
-        edges (STI NaN) are never picked.
-
-    Returns:
-      ``plots.plot_sti_examples``' list of dicts (crop, mask, skeleton, sti, coherence,
-      tortuosity); empty when no blob has an STI.
-    """
-    from skimage import morphology
-
-    finite = np.nonzero(np.isfinite(table["sti"]))[0]
-    if not finite.size:
-        return []
-    by_sti = finite[np.argsort(table["sti"][finite], kind="stable")]
-    picks = np.unique(np.linspace(0, len(by_sti) - 1, n_examples).round().astype(int))
-    examples = []
-    for row in by_sti[picks]:
-        image = images[table["image"][row]]
-        mask = _blob_mask(table, rf_maps, row, block.threshold)
-        rows, cols = np.nonzero(mask)
-        box = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
-        edges = blobs.binarize_edges(blobs.sobel_magnitude(image), mask, block.edge_binarization)
-        examples.append(
-            dict(
-                crop=image[box],
-                mask=mask[box],
-                skeleton=morphology.skeletonize(edges)[box],
-                sti=table["sti"][row],
-                coherence=table["coherence"][row],
-                tortuosity=table["tortuosity"][row],
-            )
-        )
-    return examples
-
-
-def _blobs_figures(ctx: StageContext) -> list[str]:
-    """Fig. 5d (the blobs of one map), 5e (counts), 5f (sizes), 5g (STI examples), 5h (STI)."""
-    table = {name: ctx.group[name][...] for name in ctx.group}
-    rf_maps, images = ctx.h5["occlusion/maps"][...], ctx.inputs.images
-    threshold = ctx.block.threshold
-    shown = int(np.argmax(table["count"]))  # = _most_blobs(rf_maps, threshold), as in Fig. 5b.
-    rows = np.nonzero(table["image"] == shown)[0]
-    paths = [
-        ctx.save(
-            plots.plot_blobs(
-                images[shown],
-                rf_maps[shown],
-                [_blob_mask(table, rf_maps, row, threshold) for row in rows],
-                threshold=threshold,
-                sti=table["sti"][rows].tolist(),
-            ),
-            "fig5d_blobs.png",
-        ),
-        ctx.save(plots.plot_blob_counts(table["count"]), "fig5e_blob_count.png"),
-        ctx.save(plots.plot_blob_sizes(table["area"]), "fig5f_blob_size.png"),
-    ]
-    examples = _sti_examples(table, rf_maps, images, ctx.block)
-    if examples:
-        paths.append(ctx.save(plots.plot_sti_examples(examples), "fig5g_sti_examples.png"))
-    paths.append(ctx.save(plots.plot_sti_distribution(table["sti"]), "fig5h_sti.png"))
-    return paths
-
-
-# ---------------------------------------------------------- neuron ablation (Sec. 4.5, Fig. 6a)
-
-
-def _ablation_compute(ctx: StageContext) -> tuple[dict, dict]:
-    """Response-ranked vs random neuron subsets, SSIM to the full-population neural map."""
-    from dina_jax.models.feature_fns import neural_feature_fn
-
-    run, block = ctx.inputs, ctx.block
-    result = ablation.neuron_ablation(
-        neural_feature_fn(run.model, run.params),
-        run.responses,
-        fractions=block.fractions,
-        n_random=block.random_draws,
-        # A stream of the run's seed of its own; the constant is the first version's (another
-        # one would draw other random subsets than the stored results).
-        key=jax.random.fold_in(jax.random.key(run.config.seed), 6),
-        target=block.ssim_target,
-        win_size=block.ssim_window,
-        mask_batch=block.mask_batch,
-        progress=_progress("neuron ablation", "chunk"),
-    )
-    scalars = {k: v for k, v in result.items() if np.ndim(v) == 0}
-    arrays = {k: v for k, v in result.items() if np.ndim(v) > 0}
-    return arrays, scalars
-
-
-def _ablation_figures(ctx: StageContext) -> list[str]:
-    group = ctx.group
-    return [
-        ctx.save(
-            plots.plot_ablation(
-                group["fractions"][...],
-                group["ranked_curve"][...],
-                group["random_curve"][...],
-                target=ctx.block.ssim_target,
-            ),
-            "fig6a_ablation.png",
-        )
-    ]
-
-
-# ------------------------------------------------------ attention scores (Sec. 4.5, Fig. 6b)
-
-
-def _attention_compute(ctx: StageContext) -> tuple[dict, dict]:
-    """Histogram of the population attention's probabilities, streamed, and its log-normal fit."""
-    from dina_jax.models.feature_fns import attention_qk_fn
-
-    run, block = ctx.inputs, ctx.block
-    responses = run.responses[: block.samples]
-    edges = attention_stats.attention_bin_edges(responses.shape[1], block.bins)
-    counts, moments = attention_stats.attention_histogram_stream(
-        attention_qk_fn(run.model, run.params),
-        responses,
-        edges,
-        batch_size=1,  # One stimulus per call: its N x N scores are the memory.
-        block_size=run.config.model.neural.block_size,
-        progress=_progress("attention scores", "stimulus"),
-    )
-    summary = attention_stats.attention_summary(counts, moments, edges)
-    return dict(bin_edges=edges, counts=counts), summary
-
-
-def _attention_figures(ctx: StageContext) -> list[str]:
-    group = ctx.group
-    return [
-        ctx.save(
-            plots.plot_attention_distribution(
-                group["bin_edges"][...],
-                group["counts"][...],
-                mu=float(group.attrs["mu"]),
-                sigma=float(group.attrs["sigma"]),
-                ks=float(group.attrs["ks"]),
-            ),
-            "fig6b_attention.png",
-        )
-    ]
-
-
-# ------------------------------------------------------------ what the attention contributes
-
-
-def _contribution_compute(ctx: StageContext) -> tuple[dict, dict]:
-    """Retrieval over every test stimulus and map SSIM with the attention uniform or removed;
-    the spread of the attention scores over the first ``samples`` analysed stimuli."""
-    from dina_jax.models.feature_fns import attention_qk_fn
-
-    run, block = ctx.inputs, ctx.block
-    test = run.dataset.split.test
-    result = attention_contribution.attention_contribution(
-        run.model,
-        run.params,
-        run.dataset.images[test],
-        run.dataset.responses[test],
-        topk=tuple(run.config.eval.topk),
-        ssim_window=block.ssim_window,
-        batch_size=block.batch_size,
-    )
-    spread = attention_contribution.attention_spread(
-        attention_qk_fn(run.model, run.params),
-        run.responses[: block.samples],
-        block_size=run.config.model.neural.block_size,
-        progress=_progress("attention spread", "stimulus"),
-    )
-    scalars = {f"{name}_{key}": value for name, m in result.items() for key, value in m.items()}
-    scalars["uniform_top1_cost"] = result["intact"]["top1"] - result["uniform"]["top1"]
-    scalars.update(spread)
-    return {}, scalars
-
-
-# ------------------------------------------------- ground-truth validation (simulated V1 only)
-
-
 def _has_ground_truth(inputs: Inputs) -> bool:
     return inputs.dataset.ground_truth is not None
-
-
-def _validation_compute(ctx: StageContext) -> tuple[dict, dict]:
-    """Occlusion maps vs the simulated drive footprints; ablation ranking vs high-gain neurons."""
-    run = ctx.inputs
-    truth = run.dataset.ground_truth
-    rf_maps = ctx.h5["occlusion/maps"][...]
-    footprints = validation.drive_footprints(run.responses, truth, rf_maps.shape[1:])
-    occ = validation.occlusion_footprint_score(rf_maps, footprints)
-    high_gain = validation.high_gain_neurons(truth, ctx.block.gain_quantile)
-    overlap = ablation.ground_truth_overlap(ctx.h5["ablation/order"][...], high_gain)
-    arrays = dict(
-        occlusion_score=occ["score"],
-        occlusion_control=occ["control"],
-        occlusion_percentile=occ["percentile"],
-        high_gain=high_gain,
-    )
-    scalars = dict(
-        occlusion_mean_score=occ["mean_score"],
-        occlusion_mean_control=occ["mean_control"],
-        occlusion_area_fraction=occ["area_fraction"],
-        occlusion_median_percentile=float(np.median(occ["percentile"])),
-        occlusion_p_value=occ["p_value"],
-        **{f"ablation_{k}": v for k, v in overlap.items()},
-    )
-    return arrays, scalars
 
 
 # --------------------------------------------------------------------------------- registry
@@ -570,8 +58,8 @@ STAGES: tuple[Stage, ...] = (
         name="pathways",
         version=3,
         config_block="pathways",
-        compute=_pathways_compute,
-        figures=_pathways_figures,
+        compute=image_stages.pathways_compute,
+        figures=image_stages.pathways_figures,
         applies=_dina_only,
         description="SSIM of the image-tower feature map of one pathway alone to the full map "
         "(Sec. 4.4, Fig. 5a); DINA only",
@@ -591,8 +79,8 @@ STAGES: tuple[Stage, ...] = (
         name="occlusion",
         version=3,
         config_block="occlusion",
-        compute=_occlusion_compute,
-        figures=_occlusion_figures,
+        compute=image_stages.occlusion_compute,
+        figures=image_stages.occlusion_figures,
         memory_fields=("batch",),
         resumable=True,  # Hours for 280 stimuli at stride 2: stored image by image.
         description="Gaussian-occlusion importance maps of the image tower (App. A.1, Eq. 10-15, "
@@ -616,8 +104,8 @@ STAGES: tuple[Stage, ...] = (
         name="blobs",
         version=3,
         config_block="blobs",
-        compute=_blobs_compute,
-        figures=_blobs_figures,
+        compute=image_stages.blobs_compute,
+        figures=image_stages.blobs_figures,
         depends_on=("occlusion",),
         description="Blobs of the occlusion maps (map >= threshold, connected) and the shape "
         "descriptors of the image edges inside them (App. A.2-A.3, Eq. 16-21, Fig. 5d-h); one row "
@@ -667,8 +155,8 @@ STAGES: tuple[Stage, ...] = (
         name="ablation",
         version=3,
         config_block="ablation",
-        compute=_ablation_compute,
-        figures=_ablation_figures,
+        compute=neural_stages.ablation_compute,
+        figures=neural_stages.ablation_figures,
         memory_fields=("mask_batch",),
         description="Neural-tower maps from response-ranked vs random neuron subsets, SSIM to the "
         "full-population map (Sec. 4.5, Fig. 6a); F = len(analysis.ablation.fractions), "
@@ -709,8 +197,8 @@ STAGES: tuple[Stage, ...] = (
         name="attention",
         version=3,
         config_block="attention",
-        compute=_attention_compute,
-        figures=_attention_figures,
+        compute=neural_stages.attention_compute,
+        figures=neural_stages.attention_figures,
         applies=_dina_only,
         description="Histogram of the population attention's probabilities (Eq. 7) over the "
         "first analysis.attention.samples stimuli, with its log-normal fit (Sec. 4.5, Fig. 6b); "
@@ -727,7 +215,7 @@ STAGES: tuple[Stage, ...] = (
         name="attention_contribution",
         version=1,
         config_block="attention_contribution",
-        compute=_contribution_compute,
+        compute=neural_stages.contribution_compute,
         applies=_dina_only,
         memory_fields=("batch_size",),
         description="Retrieval over every test stimulus and map SSIM with the attention intact, "
@@ -737,7 +225,7 @@ STAGES: tuple[Stage, ...] = (
         name="validation",
         version=4,
         config_block="validation",
-        compute=_validation_compute,
+        compute=neural_stages.validation_compute,
         applies=_has_ground_truth,
         depends_on=("occlusion", "ablation"),
         description="Simulated data only: occlusion maps vs the footprints of the simulated RFs "
@@ -765,3 +253,15 @@ STAGES: tuple[Stage, ...] = (
         },
     ),
 )
+
+
+__all__ = [
+    "STAGES",
+    "Inputs",
+    "Stage",
+    "StageContext",
+    "always",
+    "datasets_table",
+    "describe",
+    "occlusion_batch",
+]
