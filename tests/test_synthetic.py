@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from dina_jax.data import pipeline, simulated_images, stringer, synthetic
+from dina_jax.data import pipeline, simulated_images, simulated_neurons, stringer, synthetic
 from dina_jax.evaluation import baseline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -158,8 +158,8 @@ def test_ground_truth_contents(small):
 
 def test_gabor_filters_sit_at_their_rf_centres():
     rng = np.random.default_rng(2)
-    neurons = synthetic.make_neurons(30, rng, synthetic.SimulationParams())
-    bank = synthetic.gabor_bank(neurons, step=1)  # (2, N, 68 * 270)
+    neurons = simulated_neurons.make_neurons(30, rng, simulated_neurons.SimulationParams())
+    bank = simulated_neurons.gabor_bank(neurons, step=1)  # (2, N, 68 * 270)
     energy = (bank[0] ** 2 + bank[1] ** 2).reshape(30, 68, 270)
     rows, cols = np.mgrid[0:68, 0:270]
     weight = energy / energy.sum(axis=(1, 2), keepdims=True)
