@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from dina_jax.data import stringer, synthetic
+from dina_jax.data import mat_writer, stringer, synthetic
 from dina_jax.data.stringer import DataError
 
 N_SPONT_PCS = 4
@@ -27,8 +27,8 @@ def write_recording(path, resp, istim, spont, *, med=None, redcell=None, fmt="v5
     redcell = np.zeros(n_neurons) if redcell is None else redcell
     if stim is None:
         stim = {"resp": resp, "istim": np.asarray(istim, dtype=np.float64), "spont": spont}
-    variables = {"stim": stim, "med": med, "stat": synthetic.StructArray({"redcell": redcell})}
-    synthetic.write_mat(os.fspath(path), variables, fmt)
+    variables = {"stim": stim, "med": med, "stat": mat_writer.StructArray({"redcell": redcell})}
+    mat_writer.write_mat(os.fspath(path), variables, fmt)
     return os.fspath(path)
 
 
@@ -370,7 +370,7 @@ def test_istim_not_integer_ids(tmp_path):
 @pytest.mark.parametrize("fmt", ["v5", "v73"])
 def test_images_not_68_by_270(tmp_path, fmt):
     path = tmp_path / "images.mat"
-    synthetic.write_mat(os.fspath(path), {"imgs": np.zeros((64, 256, 3), np.uint8)}, fmt)
+    mat_writer.write_mat(os.fspath(path), {"imgs": np.zeros((64, 256, 3), np.uint8)}, fmt)
     with pytest.raises(DataError) as excinfo:
         stringer.load_images(path)
     assert_one_line_error(excinfo, path, "imgs is 64 x 256 x 3, expected 68 x 270")

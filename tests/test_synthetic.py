@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from dina_jax.data import pipeline, stringer, synthetic
+from dina_jax.data import pipeline, simulated_images, simulated_neurons, stringer, synthetic
 from dina_jax.evaluation import baseline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -116,8 +116,8 @@ def _radial_amplitude(images):
 
 def test_whitening_flattens_the_mean_amplitude_spectrum():
     rng = np.random.default_rng(0)
-    natural = synthetic.natural_images(120, rng).astype(np.float64)
-    white = synthetic.whiten_images(natural).astype(np.float64)
+    natural = simulated_images.natural_images(120, rng).astype(np.float64)
+    white = simulated_images.whiten_images(natural).astype(np.float64)
     assert _radial_amplitude(natural) > 10  # Natural images: ~1/f amplitude.
     assert 0.7 < _radial_amplitude(white) < 1.4  # Whitened: flat.
     assert abs(white.mean() - 128) < 3 and 40 < white.std() < 60
@@ -125,8 +125,8 @@ def test_whitening_flattens_the_mean_amplitude_spectrum():
 
 def test_8d_images_live_in_8_dimensions():
     rng = np.random.default_rng(0)
-    natural = synthetic.natural_images(60, rng)
-    low = synthetic.low_dim_images(natural, 8, rng).reshape(60, -1).astype(np.float64)
+    natural = simulated_images.natural_images(60, rng)
+    low = simulated_images.low_dim_images(natural, 8, rng).reshape(60, -1).astype(np.float64)
     singular = np.linalg.svd(low - low.mean(0), compute_uv=False)
     assert singular[8] / singular[0] < 0.03  # Only uint8 rounding/rare clipping beyond 8 PCs.
     assert singular[7] / singular[0] > 0.05
@@ -158,8 +158,8 @@ def test_ground_truth_contents(small):
 
 def test_gabor_filters_sit_at_their_rf_centres():
     rng = np.random.default_rng(2)
-    neurons = synthetic.make_neurons(30, rng, synthetic.SimulationParams())
-    bank = synthetic.gabor_bank(neurons, step=1)  # (2, N, 68 * 270)
+    neurons = simulated_neurons.make_neurons(30, rng, simulated_neurons.SimulationParams())
+    bank = simulated_neurons.gabor_bank(neurons, step=1)  # (2, N, 68 * 270)
     energy = (bank[0] ** 2 + bank[1] ** 2).reshape(30, 68, 270)
     rows, cols = np.mgrid[0:68, 0:270]
     weight = energy / energy.sum(axis=(1, 2), keepdims=True)

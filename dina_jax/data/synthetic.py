@@ -14,25 +14,11 @@ truth. It writes, into one folder:
 * ``stimuli_class_assignment_confident.mat``, as the release's: ``class_assignment`` (1 x
   n_images, 0-based) and ``class_names``; an image's class is the photograph it was cropped from.
 
-Either MATLAB v5 (``scipy.io.savemat``) or v7.3 (HDF5 with the 512-byte MATLAB user block,
-``MATLAB_class`` attributes, transposed arrays, structs as groups and struct arrays as datasets of
-object references into ``#refs#``), so both reading paths are exercised.
-
-Stimuli: natural-image surrogates are random crops (random scale and position, random horizontal
-flip) of the photographs that ship inside scikit-image (no download), converted to grayscale,
-resized to 68 x 270 and given a random mean luminance and contrast, stored as uint8 like the
-release. The whitened set divides every image's Fourier amplitude by the mean amplitude spectrum
-of the set (phases kept); the 8D set keeps the projection of every image on the top 8 principal
-components of the set (plus the mean image), the paper's two controls (Sec. 4.3, Fig. 4c).
-
-Neurons: retinotopic Gabor simple cells (half-rectified linear filter) and, for 80% of the visual
-neurons (layer 2/3, which two-photon recordings image, is dominated by complex cells), complex
-cells (energy of a quadrature pair) with RF centres spread over the visual field, log-uniform sizes
-and spatial frequencies, random orientations and phases; log-normal gains (a minority strongly
-responsive); a fraction of non-visual neurons (gain 0); a shared multiplicative gain per trial;
-low-rank shared noise that is also present in the spontaneous activity (so that projecting out
-spontaneous PCs helps, as in the real data); private noise; non-negative (rectified) activity; some
-red cells. Each image is shown twice in random order, interleaved with blank (gray screen) trials.
+Either MATLAB v5 or v7.3 (:mod:`dina_jax.data.mat_writer`), so both reading paths are exercised.
+The simulation is split by concern: the stimuli in :mod:`dina_jax.data.simulated_images`, the
+neurons and their trials in :mod:`dina_jax.data.simulated_neurons`, the MATLAB writers in
+:mod:`dina_jax.data.mat_writer`; this module names the files, writes a whole dataset
+(:func:`generate`) and re-exports the other modules' names.
 
 Responses are normalized per neuron by the mean and std of its drive over the *natural* image set,
 so a neuron responds less to whitened images (whose energy sits at high spatial frequencies) than
@@ -47,67 +33,42 @@ Command line::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
-import tempfile
 import time
 
-import h5py
 import numpy as np
-import scipy.io
-import skimage.color
-import skimage.data
-import skimage.transform
 
 from dina_jax.data import stringer
-from dina_jax.data.stringer import IMAGE_SHAPE
+from dina_jax.data.mat_writer import (
+    FORMATS,
+    SIM_DATE,
+    StructArray,
+    _atomic_target,
+    _publish,
+    write_mat,
+    write_mat_v5,
+    write_mat_v73,
+)
+from dina_jax.data.simulated_images import (
+    _PHOTOS,
+    STIMSETS,
+    _check_stimset,
+    low_dim_images,
+    natural_images,
+    stimulus_images,
+    whiten_images,
+)
+from dina_jax.data.simulated_neurons import (
+    SimulationParams,
+    filter_drive,
+    gabor_bank,
+    make_neurons,
+    simulate_recording,
+)
 
-STIMSETS = ("natimg2800", "white", "8D")
-FORMATS = ("v5", "v73")
-SIM_DATE = "2026-01-01"  # Date in the simulated file names, in the release's pattern.
 GENERATOR_VERSION = 2  # Bump when the simulation changes, so cached simulated data is redone.
 
-# Photographs shipped inside the scikit-image wheel (no pooch download needed).
-_PHOTOS = (
-    "astronaut",
-    "camera",
-    "chelsea",
-    "coffee",
-    "rocket",
-    "grass",
-    "gravel",
-    "brick",
-    "coins",
-    "moon",
-    "clock",
-    "hubble_deep_field",
-)
 _STIMSET_PREFIX = {"natimg2800": "natimg2800", "white": "natimg2800_white", "8D": "natimg2800_8D"}
-
-
-@dataclasses.dataclass(frozen=True)
-class SimulationParams:
-    """Knobs of the simulated V1; the defaults give repeat-to-repeat top-1 decoding well above
-    chance but far from perfect (see tests/test_synthetic.py)."""
-
-    frac_nonvisual: float = 0.3  # Neurons with no visual drive (gain 0).
-    frac_complex: float = 0.8  # Complex (energy) rather than simple cells; docs/decisions.md.
-    frac_redcell: float = 0.08  # GAD+ neurons flagged in stat.redcell (dropped by the loader).
-    rf_sigma_range: tuple = (3.0, 9.0)  # Gaussian envelope sigma in degrees (= pixels).
-    sf_range: tuple = (0.02, 0.12)  # Spatial frequency in cycles per degree.
-    aspect_range: tuple = (1.0, 1.6)  # Envelope elongation along the bars.
-    gain_median: float = 0.25  # Median signal std in units of the private noise std.
-    gain_log_sigma: float = 0.9  # Log-normal spread of the gains: a minority strongly responsive.
-    shared_gain_log_sigma: float = 0.25  # Per-trial multiplicative gain shared by all neurons.
-    n_noise_factors: int = 12  # Rank of the shared (spontaneous) noise.
-    noise_factor_scale: float = 1.5  # Std of the largest shared-noise factor (decays as k^-0.75).
-    baseline_median: float = 4.0  # Median spontaneous rate (rectification rarely binds).
-    blank_fraction: float = 0.05  # Blank trials per image trial.
-    spont_per_trial: float = 0.5  # Spontaneous timepoints per trial.
-
-    def scaled(self, gain_scale: float) -> SimulationParams:
-        """These parameters with every gain multiplied by ``gain_scale``."""
-        return dataclasses.replace(self, gain_median=self.gain_median * gain_scale)
 
 
 # ------------------------------------------------------------------------------ file names
@@ -130,419 +91,6 @@ def images_filename(stimset: str, mouse: int = 0) -> str:
 def groundtruth_filename(recording: str) -> str:
     """``<recording stem>_groundtruth.npz`` beside the recording."""
     return os.path.splitext(recording)[0] + "_groundtruth.npz"
-
-
-def _check_stimset(stimset: str) -> None:
-    if stimset not in STIMSETS:
-        raise ValueError(f"stimset must be one of {STIMSETS}, got {stimset!r}")
-
-
-# ------------------------------------------------------------------------------ images
-
-
-def _photos() -> list[np.ndarray]:
-    photos = []
-    for name in _PHOTOS:
-        image = getattr(skimage.data, name)()
-        if image.ndim == 3:
-            image = skimage.color.rgb2gray(image[..., :3])
-        else:
-            image = image / 255.0
-        photos.append(np.asarray(image, dtype=np.float32))
-    return photos
-
-
-def natural_images(
-    n_images: int, rng: np.random.Generator, sources: list | None = None
-) -> np.ndarray:
-    """Natural-image surrogates: random crops of scikit-image photographs.
-
-    Args:
-      n_images: images to make.
-      rng: the generator every random choice is drawn from.
-      sources: if given, a list that receives each image's source photograph (an index into
-        :data:`_PHOTOS`), in image order; the images do not depend on it.
-
-    Returns:
-      (n_images, 68, 270) uint8, mean ~128 and std ~50 (random per image), like the release.
-    """
-    height, width = IMAGE_SHAPE
-    photos = _photos()
-    out = np.empty((n_images, height, width), dtype=np.uint8)
-    for i in range(n_images):
-        source = int(rng.integers(len(photos)))
-        if sources is not None:
-            sources.append(source)
-        photo = photos[source]
-        max_scale = min(photo.shape[0] / height, photo.shape[1] / width)
-        scale = float(np.exp(rng.uniform(np.log(min(0.8, max_scale)), np.log(max_scale))))
-        crop_h = min(photo.shape[0], max(2, round(height * scale)))
-        crop_w = min(photo.shape[1], max(2, round(width * scale)))
-        top = rng.integers(photo.shape[0] - crop_h + 1)
-        left = rng.integers(photo.shape[1] - crop_w + 1)
-        crop = photo[top : top + crop_h, left : left + crop_w]
-        if rng.random() < 0.5:
-            crop = crop[:, ::-1]
-        image = skimage.transform.resize(
-            crop, IMAGE_SHAPE, order=1, anti_aliasing=scale > 1.0, preserve_range=True
-        )
-        image = (image - image.mean()) / (image.std() + 1e-3)
-        contrast = 50.0 * np.exp(0.2 * rng.standard_normal())
-        luminance = 128.0 + 10.0 * rng.standard_normal()
-        out[i] = np.clip(np.round(luminance + contrast * image), 0, 255).astype(np.uint8)
-    return out
-
-
-def whiten_images(images: np.ndarray) -> np.ndarray:
-    """Flattens the mean amplitude spectrum of an image set (phases kept).
-
-    Each image's mean is removed, its 2-D Fourier transform divided by the set's mean amplitude
-    spectrum, transformed back, and the set rescaled by one common factor to std 50 around 128.
-
-    Args:
-      images: (S, 68, 270) uint8/float.
-    Returns:
-      (S, 68, 270) uint8.
-    """
-    x = images.astype(np.float32)
-    x -= x.mean(axis=(1, 2), keepdims=True)
-    spectra = np.fft.rfft2(x)  # (S, 68, 136)
-    amplitude = np.abs(spectra).mean(axis=0)
-    amplitude[0, 0] = 1.0  # The DC term is zero after mean removal; avoid 0 / 0.
-    white = np.fft.irfft2(spectra / np.maximum(amplitude, 1e-12), s=images.shape[1:])
-    white *= 50.0 / white.std()
-    return np.clip(np.round(128.0 + white), 0, 255).astype(np.uint8)
-
-
-def low_dim_images(images: np.ndarray, n_dims: int, rng: np.random.Generator) -> np.ndarray:
-    """Reconstructs every image from the top ``n_dims`` principal components of the set.
-
-    The PCs come from a randomized range finder with power iterations (exact to float precision
-    for the top few components of an image set, and ~10x cheaper than a full SVD).
-
-    Args:
-      images: (S, 68, 270).
-    Returns:
-      (S, 68, 270) uint8: mean image + projection on the top PCs, the projection scaled by one
-      common factor towards the pixel std of the input set (less if more than 0.1% would clip).
-    """
-    n = images.shape[0]
-    x = images.reshape(n, -1).astype(np.float32)
-    mean = x.mean(axis=0)
-    x -= mean
-    basis = _top_pcs(x, n_dims, rng)  # (D, n_dims)
-    projection = (x @ basis) @ basis.T  # (S, D) @ (D, k) @ (k, D) -> (S, D)
-    # One common gain restores the set's pixel contrast (stimuli are shown at full contrast),
-    # capped so that at most 0.1% of the pixels clip: clipping would add dimensions.
-    headroom = np.minimum(mean, 255.0 - mean) + 0.5  # (D,)
-    with np.errstate(divide="ignore"):
-        cap = np.quantile(headroom / np.abs(projection), 1e-3)
-    projection *= min(x.std() / max(float(projection.std()), 1e-6), float(cap))
-    return np.clip(np.round(mean + projection), 0, 255).astype(np.uint8).reshape(images.shape)
-
-
-def _top_pcs(x: np.ndarray, k: int, rng: np.random.Generator, n_iter: int = 4) -> np.ndarray:
-    k = min(k, *x.shape)
-    q = x.T @ rng.standard_normal((x.shape[0], k + 16), dtype=x.dtype)  # (D, k + p)
-    for _ in range(n_iter):  # Subspace iteration, re-orthonormalized each time for stability.
-        q, _ = np.linalg.qr(q)
-        q = x.T @ (x @ q)
-    q, _ = np.linalg.qr(q)
-    _, _, vt = np.linalg.svd(x @ q, full_matrices=False)
-    return q @ vt[:k].T
-
-
-def stimulus_images(stimset: str, natural: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The stimulus set derived from the natural images (the paper's controls)."""
-    _check_stimset(stimset)
-    if stimset == "white":
-        return whiten_images(natural)
-    if stimset == "8D":
-        return low_dim_images(natural, 8, rng)
-    return natural
-
-
-# ------------------------------------------------------------------------------ neurons
-
-
-def make_neurons(n_neurons: int, rng: np.random.Generator, params: SimulationParams) -> dict:
-    """Draws the simulated population; every array is indexed by the neuron's file column.
-
-    Returns a dict with ``rf_center`` (N, 2) float32 (row, col) in 68 x 270 pixel coordinates,
-    ``rf_sigma``, ``spatial_frequency``, ``orientation``, ``phase``, ``aspect``, ``gain``,
-    ``baseline`` (N,) float32 and ``is_visual``, ``is_complex``, ``redcell`` (N,) bool. Non-visual
-    neurons keep the filter they would have but have gain 0.
-    """
-    height, width = IMAGE_SHAPE
-    sigma = np.exp(rng.uniform(*np.log(params.rf_sigma_range), n_neurons))
-    margin = np.minimum(sigma, 0.45 * height)  # Keep most of each RF on the screens.
-    rows = rng.uniform(margin, height - 1 - margin)
-    cols = rng.uniform(margin, width - 1 - margin)
-    is_visual = rng.random(n_neurons) >= params.frac_nonvisual
-    gain = params.gain_median * np.exp(params.gain_log_sigma * rng.standard_normal(n_neurons))
-    return {
-        "rf_center": np.stack([rows, cols], axis=1).astype(np.float32),
-        "rf_sigma": sigma.astype(np.float32),
-        "spatial_frequency": np.exp(rng.uniform(*np.log(params.sf_range), n_neurons)).astype(
-            np.float32
-        ),
-        "orientation": rng.uniform(0.0, np.pi, n_neurons).astype(np.float32),
-        "phase": rng.uniform(0.0, 2 * np.pi, n_neurons).astype(np.float32),
-        "aspect": rng.uniform(*params.aspect_range, n_neurons).astype(np.float32),
-        "gain": np.where(is_visual, gain, 0.0).astype(np.float32),
-        "baseline": (params.baseline_median * np.exp(0.4 * rng.standard_normal(n_neurons))).astype(
-            np.float32
-        ),
-        "is_visual": is_visual,
-        "is_complex": rng.random(n_neurons) < params.frac_complex,
-        "redcell": rng.random(n_neurons) < params.frac_redcell,
-    }
-
-
-def gabor_bank(neurons: dict, step: int = 2) -> np.ndarray:
-    """Quadrature Gabor filters of every neuron sampled on a ``step``-subsampled pixel grid.
-
-    Returns:
-      (2, N, H // step * W // step) float32: the even (phase) and odd (phase + pi/2) filters, each
-      with unit L2 norm, evaluated at the centres of the ``step`` x ``step`` pixel blocks.
-    """
-    height, width = IMAGE_SHAPE
-    offset = (step - 1) / 2.0
-    grid_r = (np.arange(height // step) * step + offset).astype(np.float32)
-    grid_c = (np.arange(width // step) * step + offset).astype(np.float32)
-    center = neurons["rf_center"]
-    dr = grid_r[None, :, None] - center[:, 0, None, None]  # (N, h, 1)
-    dc = grid_c[None, None, :] - center[:, 1, None, None]  # (N, 1, w)
-    theta = neurons["orientation"][:, None, None]
-    along = dc * np.cos(theta) + dr * np.sin(theta)  # (N, h, w), across the bars
-    across = -dc * np.sin(theta) + dr * np.cos(theta)  # along the bars
-    sigma = neurons["rf_sigma"][:, None, None]
-    aspect = neurons["aspect"][:, None, None]
-    envelope = np.exp(-0.5 * (along**2 + (across / aspect) ** 2) / sigma**2)
-    # Truncate the tails: float32 denormals far from the RF slow the BLAS product ~100x.
-    envelope = np.where(envelope > 1e-6, envelope, 0.0)
-    argument = 2 * np.pi * neurons["spatial_frequency"][:, None, None] * along
-    argument = argument + neurons["phase"][:, None, None]
-    bank = np.stack([envelope * np.cos(argument), envelope * np.sin(argument)])  # (2, N, h, w)
-    bank = bank.reshape(2, len(center), -1)
-    bank /= np.linalg.norm(bank, axis=2, keepdims=True) + 1e-12
-    return bank.astype(np.float32)
-
-
-def filter_drive(images: np.ndarray, neurons: dict, bank: np.ndarray, step: int = 2) -> np.ndarray:
-    """Un-normalized visual drive of every neuron to every image.
-
-    Simple cells: half-rectified even-filter output; complex cells: quadrature energy
-    ``sqrt(even^2 + odd^2)``. One matrix product of the (block-averaged) images with the bank.
-
-    Returns:
-      (S, N) float32.
-    """
-    n, height, width = images.shape
-    x = (images.astype(np.float32) - 128.0) / 64.0  # The authors' stimulus normalization.
-    x = x[:, : height // step * step, : width // step * step]
-    x = x.reshape(n, height // step, step, width // step, step).mean(axis=(2, 4))
-    x = x.reshape(n, -1)  # (S, P)
-    even = x @ bank[0].T  # (S, P) @ (P, N) -> (S, N)
-    odd = x @ bank[1].T
-    return np.where(neurons["is_complex"], np.sqrt(even**2 + odd**2), np.maximum(even, 0.0))
-
-
-# ------------------------------------------------------------------------------ recordings
-
-
-def simulate_recording(
-    signal: np.ndarray, neurons: dict, rng: np.random.Generator, params: SimulationParams
-) -> dict:
-    """Trials in presentation order: each image twice plus blank trials, and spontaneous activity.
-
-    Args:
-      signal: (S, N) noise-free stimulus-evoked signal (drive normalized and scaled by gain).
-
-    Returns:
-      dict with ``resp`` (T, N) float32, ``istim`` (T,) float64 (1-based, blank = S + 1),
-      ``spont`` (T_spont, N) float32 and ``med`` (N, 3) float64 cell centres in micrometres.
-    """
-    n_images, n_neurons = signal.shape
-    n_blank = max(1, round(params.blank_fraction * 2 * n_images))
-    istim = np.concatenate([np.tile(np.arange(1, n_images + 1), 2), np.full(n_blank, n_images + 1)])
-    istim = rng.permutation(istim)
-    n_trials = istim.size
-    n_spont = max(4 * params.n_noise_factors, round(params.spont_per_trial * n_trials))
-
-    factor_std = params.noise_factor_scale * np.arange(1, params.n_noise_factors + 1) ** -0.75
-    loadings = rng.standard_normal((params.n_noise_factors, n_neurons)).astype(np.float32)
-    loadings *= factor_std[:, None].astype(np.float32)
-    baseline = neurons["baseline"]
-
-    def activity(n_rows, evoked):
-        shared_gain = np.exp(
-            params.shared_gain_log_sigma * rng.standard_normal((n_rows, 1))
-            - 0.5 * params.shared_gain_log_sigma**2
-        ).astype(np.float32)
-        factors = rng.standard_normal((n_rows, params.n_noise_factors)).astype(np.float32)
-        private = rng.standard_normal((n_rows, n_neurons), dtype=np.float32)
-        x = shared_gain * (baseline + evoked) + factors @ loadings + private
-        return np.maximum(x, 0.0).astype(np.float32)  # Deconvolved activity is non-negative.
-
-    padded = np.concatenate([signal, np.zeros((1, n_neurons), np.float32)])  # Blank row.
-    resp = activity(n_trials, padded[istim - 1])
-    spont = activity(n_spont, 0.0)
-
-    # Retinotopic cell positions (um): cortical position follows the RF centre, plus scatter;
-    # 11 planes 35 um apart, like the release's multi-plane recordings.
-    rows, cols = neurons["rf_center"][:, 0], neurons["rf_center"][:, 1]
-    med = np.stack(
-        [
-            100.0 + 900.0 * cols / IMAGE_SHAPE[1] + 40.0 * rng.standard_normal(n_neurons),
-            100.0 + 500.0 * rows / IMAGE_SHAPE[0] + 40.0 * rng.standard_normal(n_neurons),
-            35.0 * rng.integers(0, 11, n_neurons),
-        ],
-        axis=1,
-    )
-    return {"resp": resp, "istim": istim.astype(np.float64), "spont": spont, "med": med}
-
-
-# ------------------------------------------------------------------------------ MATLAB writers
-
-
-class StructArray:
-    """A 1 x n MATLAB struct array: ``fields[name][i]`` is ``s(i).name`` (a scalar here)."""
-
-    def __init__(self, fields: dict):
-        self.fields = {k: np.asarray(v) for k, v in fields.items()}
-        sizes = {v.shape[0] for v in self.fields.values()}
-        if len(sizes) != 1:
-            raise ValueError("every field of a struct array needs one value per element")
-        self.size = sizes.pop()
-
-
-def _atomic_target(path: str) -> str:
-    """A temp file beside ``path``; :func:`_publish` moves it into place in one rename."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-")
-    os.close(fd)
-    return tmp
-
-
-def _publish(tmp: str, path: str) -> None:
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions.
-    os.replace(tmp, path)
-
-
-def write_mat_v5(path: str, variables: dict) -> None:
-    """Writes a MATLAB v5 file; dict values become scalar structs, StructArray 1 x n structs."""
-    out = {}
-    for name, value in variables.items():
-        if isinstance(value, StructArray):
-            record = np.empty((1, value.size), dtype=[(k, object) for k in value.fields])
-            for key, column in value.fields.items():
-                for i in range(value.size):
-                    record[key][0, i] = np.array([[column[i]]])
-            value = record
-        out[name] = value
-    tmp = _atomic_target(path)
-    try:
-        scipy.io.savemat(tmp, out, do_compression=False, oned_as="column")
-        _publish(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-_MATLAB_CLASS = {
-    np.dtype(np.float64): "double",
-    np.dtype(np.float32): "single",
-    np.dtype(np.uint8): "uint8",
-    np.dtype(np.int8): "int8",
-    np.dtype(np.uint16): "uint16",
-    np.dtype(np.int16): "int16",
-    np.dtype(np.uint32): "uint32",
-    np.dtype(np.int32): "int32",
-    np.dtype(np.uint64): "uint64",
-    np.dtype(np.int64): "int64",
-    np.dtype(np.bool_): "logical",
-}
-
-
-def _h5_write_array(parent: h5py.Group, name: str, value) -> h5py.Dataset:
-    arr = np.asarray(value)
-    if arr.ndim < 2:  # MATLAB arrays are at least 2-D; a vector is a column (oned_as="column").
-        arr = arr.reshape(-1, 1)
-    matlab_class = _MATLAB_CLASS[arr.dtype]
-    if arr.dtype == np.bool_:
-        arr = arr.astype(np.uint8)
-    ds = parent.create_dataset(name, data=np.ascontiguousarray(arr.T))  # Column-major on disk.
-    ds.attrs["MATLAB_class"] = np.bytes_(matlab_class)
-    if matlab_class == "logical":
-        ds.attrs["MATLAB_int_decode"] = np.int32(1)
-    return ds
-
-
-def _h5_fields_attr(group: h5py.Group, names) -> None:
-    vlen = h5py.vlen_dtype(np.dtype("S1"))
-    value = np.empty(len(names), dtype=object)
-    for i, field in enumerate(names):
-        value[i] = np.frombuffer(field.encode("ascii"), dtype="S1")
-    group.attrs.create("MATLAB_fields", value, dtype=vlen)
-
-
-def write_mat_v73(path: str, variables: dict) -> None:
-    """Writes a MATLAB 7.3 (HDF5) file as MATLAB lays it out.
-
-    A 512-byte user block holding the MAT-file text header (version 0x0200, "IM" endianness);
-    every variable carries a ``MATLAB_class`` attribute; arrays are stored transposed
-    (column-major); a dict is a scalar struct (a group with ``MATLAB_fields``); a
-    :class:`StructArray` is a group whose fields are (n, 1) datasets of object references to
-    per-element datasets in ``/#refs#``.
-    """
-    tmp = _atomic_target(path)
-    try:
-        with h5py.File(tmp, "w", userblock_size=512) as f:
-            refs = f.create_group("#refs#")
-            counter = 0
-            for name, value in variables.items():
-                if isinstance(value, StructArray):
-                    group = f.create_group(name)
-                    group.attrs["MATLAB_class"] = np.bytes_("struct")
-                    _h5_fields_attr(group, list(value.fields))
-                    for key, column in value.fields.items():
-                        targets = np.empty((value.size, 1), dtype=h5py.ref_dtype)
-                        for i in range(value.size):
-                            element = _h5_write_array(refs, f"r{counter}", column[i])
-                            counter += 1
-                            targets[i, 0] = element.ref
-                        # MATLAB gives the reference datasets of a struct array no class.
-                        group.create_dataset(key, data=targets, dtype=h5py.ref_dtype)
-                elif isinstance(value, dict):
-                    group = f.create_group(name)
-                    group.attrs["MATLAB_class"] = np.bytes_("struct")
-                    _h5_fields_attr(group, list(value))
-                    for key, field_value in value.items():
-                        _h5_write_array(group, key, field_value)
-                else:
-                    _h5_write_array(f, name, value)
-        created = time.strftime("%a %b %d %H:%M:%S %Y", time.strptime(SIM_DATE, "%Y-%m-%d"))
-        text = f"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: {created} HDF5 schema 1.00 ."
-        header = text.encode("ascii").ljust(116, b" ") + b" " * 8 + b"\x00\x02IM"
-        with open(tmp, "r+b") as fh:
-            fh.write(header.ljust(512, b"\x00"))
-        _publish(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def write_mat(path: str, variables: dict, fmt: str) -> None:
-    if fmt == "v5":
-        write_mat_v5(path, variables)
-    elif fmt == "v73":
-        write_mat_v73(path, variables)
-    else:
-        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
 
 
 # ------------------------------------------------------------------------------ generate
@@ -693,6 +241,36 @@ def main(argv=None) -> None:
     for path in sorted({p for paths in written.values() for p in paths}):
         print(path)
     print(f"generated in {time.perf_counter() - start:.1f} s")
+
+
+# Names defined here and re-exported from the simulation modules; callers import them from here.
+__all__ = [
+    "FORMATS",
+    "GENERATOR_VERSION",
+    "SIM_DATE",
+    "STIMSETS",
+    "SimulationParams",
+    "StructArray",
+    "ensure_class_assignment",
+    "filter_drive",
+    "gabor_bank",
+    "generate",
+    "groundtruth_filename",
+    "image_sources",
+    "images_filename",
+    "low_dim_images",
+    "main",
+    "make_neurons",
+    "natural_images",
+    "recording_filename",
+    "simulate_recording",
+    "stimulus_images",
+    "whiten_images",
+    "write_class_assignment",
+    "write_mat",
+    "write_mat_v5",
+    "write_mat_v73",
+]
 
 
 if __name__ == "__main__":
