@@ -44,10 +44,10 @@ _EXPORTS = {
     # configs and data
     "available_configs": "dina_jax.config",
     "load_config": "dina_jax.config",
-    "DataError": "dina_jax.data.stringer",
-    "load_images": "dina_jax.data.stringer",
+    "DataError": "dina_jax.data.matfile",
+    "load_images": "dina_jax.data.stimuli",
     "load_recording": "dina_jax.data.stringer",
-    "load_class_assignment": "dina_jax.data.stringer",
+    "load_class_assignment": "dina_jax.data.stimuli",
     "load_dataset": "dina_jax.data.pipeline",
     # model
     "build_model": "dina_jax.models",

@@ -40,8 +40,7 @@ import orbax.checkpoint as ocp
 
 from dina_jax import files
 from dina_jax.config import config_from_json, with_defaults
-from dina_jax.data import pipeline
-from dina_jax.data.stringer import DataError
+from dina_jax.data import DataError, pipeline
 
 CHECKPOINT_KINDS = ("latest", "best")
 FORMAT = 2  # Written into every checkpoint's metadata; see the module docstring.

@@ -216,7 +216,7 @@ def main(argv: list[str]) -> None:
         _fail(f"cannot load config {flags.FLAGS['config'].config_filename}: {reason}")
     import jax
 
-    from dina_jax.data.stringer import DataError
+    from dina_jax.data import DataError
 
     if not flags.FLAGS["verbosity"].present:
         # Keep stderr for warnings and errors (a bad input must read as one line); progress goes

@@ -28,8 +28,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from dina_jax import files
-from dina_jax.data import stringer, synthetic
-from dina_jax.data.stringer import DataError, Recording
+from dina_jax.data import stimuli, stringer, synthetic
+from dina_jax.data.matfile import DataError
+from dina_jax.data.stringer import Recording
 
 logger = logging.getLogger(__name__)
 
@@ -296,7 +297,7 @@ def load_dataset(config, *, workdir=None) -> Dataset:
         dataset.split.test                              # held-out rows, (S_test,) int64
     """
     recording_path, images_path = data_paths(config, workdir)
-    all_images = stringer.load_images(images_path)
+    all_images = stimuli.load_images(images_path)
     recording = stringer.load_recording(
         recording_path,
         n_spont_pcs=config.data.n_spont_pcs,

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dina_jax.analysis.ssim import minmax_normalize
-from dina_jax.data.stringer import DataError
+from dina_jax.data import DataError
 
 LPIPS_MISSING = "LPIPS: weights not provided"
 # Printed after LPIPS_MISSING: how to get the file.

@@ -6,7 +6,7 @@ images ... often differ in semantic category"); :func:`class_retrieval` measures
 response of the test set is a query that ranks the test images; for each query we count how many
 of its top-k retrieved images share its class (the release's
 ``stimuli_class_assignment_confident.mat``, read by
-``dina_jax.data.stringer.load_class_assignment``), against the rate a ranking blind to the images
+``dina_jax.data.stimuli.load_class_assignment``), against the rate a ranking blind to the images
 would give with the same class sizes:
 
   ``all``     the top-k including the query's own image (which shares its class by definition).

@@ -138,10 +138,10 @@ def load_pretrained(params: dict, path: str, *, subtree: str = "image_tower") ->
     their values (e.g. a new head on ImageNet features).
 
     Raises:
-      dina_jax.data.stringer.DataError: "<path>: <problem>" for a missing/unreadable file, an
+      dina_jax.data.DataError: "<path>: <problem>" for a missing/unreadable file, an
         unknown parameter name or a shape mismatch.
     """
-    from dina_jax.data.stringer import DataError  # Lazy: models do not otherwise need the data.
+    from dina_jax.data import DataError  # Lazy: models do not otherwise need the data.
 
     if not os.path.isfile(path):
         raise DataError(f"{path}: pretrained weights file not found")
