@@ -17,7 +17,7 @@ import skimage.color
 import skimage.data
 import skimage.transform
 
-from dina_jax.data.stringer import IMAGE_SHAPE
+from dina_jax.data.stimuli import IMAGE_SHAPE
 
 STIMSETS = ("natimg2800", "white", "8D")
 

@@ -19,7 +19,7 @@ import dataclasses
 
 import numpy as np
 
-from dina_jax.data.stringer import IMAGE_SHAPE
+from dina_jax.data.stimuli import IMAGE_SHAPE
 
 
 @dataclasses.dataclass(frozen=True)

@@ -38,7 +38,7 @@ import time
 
 import numpy as np
 
-from dina_jax.data import stringer
+from dina_jax.data import stimuli
 from dina_jax.data.mat_writer import (
     FORMATS,
     SIM_DATE,
@@ -105,7 +105,7 @@ def write_class_assignment(outdir, sources) -> str:
     """
     names = np.empty((1, len(_PHOTOS)), dtype=object)
     names[0, :] = list(_PHOTOS)
-    path = os.path.join(os.fspath(outdir), stringer.CLASS_ASSIGNMENT_FILE)
+    path = os.path.join(os.fspath(outdir), stimuli.CLASS_ASSIGNMENT_FILE)
     labels = np.asarray(sources, np.float64).reshape(1, -1)
     write_mat_v5(path, {"class_assignment": labels, "class_names": names})
     return path
@@ -123,7 +123,7 @@ def image_sources(n_images: int, seed: int) -> np.ndarray:
 def ensure_class_assignment(folder, n_images: int, seed: int) -> str:
     """The class file of a simulated dataset in ``folder``, written first if it is missing
     (datasets generated before the simulator wrote one). Returns its path."""
-    path = os.path.join(os.fspath(folder), stringer.CLASS_ASSIGNMENT_FILE)
+    path = os.path.join(os.fspath(folder), stimuli.CLASS_ASSIGNMENT_FILE)
     if not os.path.exists(path):
         write_class_assignment(folder, image_sources(n_images, seed))
     return path

@@ -249,7 +249,7 @@ def semantic_check(workdir, classes) -> dict | None:
     """:func:`~dina_jax.evaluation.semantic.class_retrieval` of a run's ``test_maps.npz``.
 
     Args:
-      workdir: an evaluated run; classes: a ``stringer.ClassAssignment`` of its images file.
+      workdir: an evaluated run; classes: a ``stimuli.ClassAssignment`` of its images file.
 
     Returns:
       The scalars, ``class_counts`` and the confusions as lists, ``class_names``; None without
@@ -258,7 +258,7 @@ def semantic_check(workdir, classes) -> dict | None:
     Raises:
       DataError: the class file has fewer entries than the run's images file rows.
     """
-    from dina_jax.data.stringer import DataError
+    from dina_jax.data import DataError
     from dina_jax.evaluation.semantic import class_retrieval
 
     path = pathlib.Path(workdir) / "test_maps.npz"
