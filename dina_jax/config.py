@@ -196,8 +196,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     optim.neural.eps_in_sqrt = False  # False: g / (sqrt(nu) + eps), as PyTorch's RMSprop.
     optim.neural.momentum = 0.0  # RMSprop momentum.
     optim.neural.weight_decay = 0.0  # Decoupled weight decay (x lr), as AdamW's; paper: none.
-    # Leaves it acts on: "all" (as AdamW on the image tower) or "kernels" (weight matrices only;
-    # not the per-neuron embedding and aggregation vectors or the biases).
+    # Leaves it acts on: "all" (as AdamW on the image tower), "kernels" (weight matrices only;
+    # not the per-neuron embedding and aggregation vectors or the biases) or "readout" (the
+    # weight matrices outside the population attention: the readout MLP's).
     optim.neural.weight_decay_on = "all"
     optim.neural.warmup_epochs = 2.0  # Linear warmup length, then cosine decay.
     optim.neural.end_factor = 0.01  # Final learning rate as a fraction of the peak.

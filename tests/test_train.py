@@ -515,10 +515,11 @@ def test_ema_update_weight_is_capped_by_the_decay():
     assert float(state_lib.ema_update(ema, params, jnp.int32(3), 0.0)["a"]) == -1.0
 
 
-def test_neural_weight_decay_on_kernels_spares_embeddings_and_biases(tiny_config):
+@pytest.mark.parametrize("target", ["kernels", "readout"])
+def test_neural_weight_decay_on_kernels_spares_embeddings_and_biases(tiny_config, target):
     config = tiny_config.copy_and_resolve_references()
     config.optim.neural.weight_decay = 5.0
-    config.optim.neural.weight_decay_on = "kernels"
+    config.optim.neural.weight_decay_on = target
     n_neurons = 12
     model = build_model(config, n_neurons)
     params = init_params(model, jax.random.PRNGKey(0))
@@ -532,9 +533,13 @@ def test_neural_weight_decay_on_kernels_spares_embeddings_and_biases(tiny_config
     for (path, update), (_, value) in zip(leaves, values, strict=True):
         name = path[-1].key
         names.add(name)
-        expected = -lr * 5.0 * np.asarray(value) if name == "kernel" else np.zeros(value.shape)
+        in_attention = path[0].key == "population_attention"
+        decayed = name == "kernel" and not (target == "readout" and in_attention)
+        expected = -lr * 5.0 * np.asarray(value) if decayed else np.zeros(value.shape)
         np.testing.assert_allclose(update, expected, rtol=1e-6, atol=0, err_msg=str(path))
     assert {"kernel", "bias", "embedding", "aggregation"} <= names
+    paths = {jax.tree_util.keystr(path) for path, _ in leaves}
+    assert any("population_attention" in p and "kernel" in p for p in paths), paths
     config.optim.neural.weight_decay_on = "everything"
     with pytest.raises(ValueError, match="weight_decay_on must be one of .* got 'everything'"):
         optim.make_optimizer(config, params, steps_per_epoch=4)

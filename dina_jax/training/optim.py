@@ -21,7 +21,9 @@ import optax
 # Top-level parameter collections of every model (DINA and the baselines) -> its tower's
 # optimizer. A model with any other top-level name is rejected rather than silently left untrained.
 TOWER_OF_SUBMODULE = {"image_tower": "image", "neural_tower": "neural"}
-WEIGHT_DECAY_TARGETS = ("kernels", "all")
+WEIGHT_DECAY_TARGETS = ("kernels", "readout", "all")
+# Submodule whose weight matrices "readout" spares: the neural tower's W_Q, W_K, W_V (Eq. 6).
+ATTENTION_SUBMODULE = "population_attention"
 
 
 # ------------------------------------------------------------------------------ schedules
@@ -69,17 +71,23 @@ def decay_mask(target: str):
 
     "kernels": only the weight matrices of dense / conv layers (leaves named ``kernel``); biases,
     norms and per-neuron vectors such as the neural tower's embedding and aggregation weights
-    keep their scale.
+    keep their scale. "readout": the weight matrices outside the population attention (the
+    neural tower's readout MLP): W_Q and W_K set the spread of the attention logits, and
+    decaying them pulls the attention towards uniform.
     """
     if target not in WEIGHT_DECAY_TARGETS:
         raise ValueError(f"weight_decay_on must be one of {WEIGHT_DECAY_TARGETS}, got {target!r}")
     if target == "all":
         return None
 
+    def decayed(path) -> bool:
+        keys = [getattr(entry, "key", None) for entry in path]
+        if target == "readout" and ATTENTION_SUBMODULE in keys:
+            return False
+        return keys[-1] == "kernel"
+
     def mask(params):
-        return jax.tree_util.tree_map_with_path(
-            lambda path, _: getattr(path[-1], "key", None) == "kernel", params
-        )
+        return jax.tree_util.tree_map_with_path(lambda path, _: decayed(path), params)
 
     return mask
 
