@@ -38,12 +38,6 @@ Example::
 
 __version__ = "0.1.0"
 
-from dina_jax import allocator as _allocator
-
-# Before JAX starts its threads: glibc malloc settings that keep XLA:CPU's per-step buffers out
-# of fresh pages (dina_jax/allocator.py; DINA_JAX_MALLOC=default turns it off).
-_allocator.tune()
-
 # Public name -> the module that defines it. This is the whole public surface: each entry is
 # the library's own object, imported on first access.
 _EXPORTS = {
