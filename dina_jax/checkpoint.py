@@ -183,6 +183,7 @@ RESUME_MAY_CHANGE = (
     "train.patience",
     "train.log_every",
     "train.checkpoint_every_steps",
+    "train.checkpoint_every_minutes",
     "train.distributed",
     "train.evaluate_at_end",
     "eval",

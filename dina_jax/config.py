@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import math
 import os
 import pathlib
 from typing import Any
@@ -220,7 +221,12 @@ def get_base_config() -> ml_collections.ConfigDict:
     train.ema_decay = 0.0
     train.patience = 15  # Early stopping: epochs without a better validation loss.
     train.log_every = 10  # Log training metrics every this many steps (step 1 included).
-    train.checkpoint_every_steps = 50  # Also save `latest` this often inside an epoch (resume).
+    # Inside an epoch `latest` is also saved every this many minutes (and, if > 0, every this
+    # many steps), so that a kill loses at most that much work; every save costs steps after it
+    # too (demo: 10% of an epoch's rate at one save per epoch, benchmarks/README.md), so the
+    # short epochs of the demo are saved only at their end. 0 turns either off.
+    train.checkpoint_every_minutes = 10.0
+    train.checkpoint_every_steps = 0
     train.distributed = False  # Call jax.distributed.initialize() (multi-host TPU/GPU).
     train.evaluate_at_end = True  # Run evaluation.evaluate on the best checkpoint after training.
 
@@ -364,7 +370,20 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     positive_int("train.num_epochs", "e.g. 100")
     positive_int("train.patience", "e.g. 15")
     positive_int("train.log_every", "e.g. 10")
-    positive_int("train.checkpoint_every_steps", "e.g. 50")
+    require(
+        isinstance(config.train.checkpoint_every_steps, int)
+        and config.train.checkpoint_every_steps >= 0,
+        "train.checkpoint_every_steps",
+        "must be a whole number >= 0",
+        "0 saves by time alone",
+    )
+    minutes = float(config.train.checkpoint_every_minutes)
+    require(
+        minutes >= 0.0 and math.isfinite(minutes),
+        "train.checkpoint_every_minutes",
+        "must be a number >= 0",
+        "e.g. 10; 0 saves by steps alone",
+    )
     positive_int("eval.batch_size", "e.g. 128")
     positive_int("analysis.n_images", "280 analyses every test stimulus")
 

@@ -217,6 +217,10 @@ def test_resuming_with_another_optimizer_ema_or_data_option_is_refused(tiny_conf
         ("--config.model.name=nope", ("model.name='nope'", "'dina'")),
         ("--config.data.test_fraction=2", ("data.test_fraction=2.0", "(0, 1)")),
         ("--config.loss.temperature=0", ("loss.temperature=0.0", "positive")),
+        (
+            "--config.train.checkpoint_every_minutes=-1",
+            ("train.checkpoint_every_minutes=-1.0", ">= 0"),
+        ),
     ],
 )
 def test_bad_config_values_are_one_line_and_write_nothing(

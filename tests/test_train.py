@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import jax
 import jax.numpy as jnp
@@ -543,6 +544,27 @@ def test_neural_weight_decay_on_kernels_spares_embeddings_and_biases(tiny_config
     config.optim.neural.weight_decay_on = "everything"
     with pytest.raises(ValueError, match="weight_decay_on must be one of .* got 'everything'"):
         optim.make_optimizer(config, params, steps_per_epoch=4)
+
+
+def test_latest_is_saved_by_steps_or_by_time_at_the_logging_steps(monkeypatch):
+    from dina_jax.training.loop import Trainer
+
+    clock = [1000.0]
+    monkeypatch.setattr("dina_jax.training.loop.time.time", lambda: clock[0])
+
+    def due(every_steps, minutes, step, is_log, since_save):
+        loop = types.SimpleNamespace(
+            checkpoint_every=every_steps,
+            checkpoint_seconds=60.0 * minutes,
+            last_save_time=clock[0] - since_save,
+        )
+        return Trainer._checkpoint_due(loop, step, is_log)
+
+    assert due(4, 0.0, 8, False, 0.0) and not due(4, 0.0, 9, True, 1e9)  # steps alone
+    assert due(0, 10.0, 9, True, 600.0) and not due(0, 10.0, 9, True, 599.0)  # time alone
+    assert not due(0, 10.0, 9, False, 1e9)  # time is read at the logging steps only
+    assert not due(0, 0.0, 8, True, 1e9)  # both off: epoch ends only
+    assert due(4, 10.0, 8, False, 0.0) and due(4, 10.0, 9, True, 601.0)  # either
 
 
 def test_evaluation_batches_score_every_row_once():

@@ -3,10 +3,12 @@
 ``train_and_evaluate(config, workdir)`` is what the CLI and notebooks call: it trains (resuming
 from ``workdir`` when it holds a checkpoint) and then evaluates the best checkpoint.
 
-The loop checkpoints ``latest`` every ``config.train.checkpoint_every_steps`` steps and at every
-epoch end, and ``best`` whenever the validation loss improves (``dina_jax.checkpoint``). Its
-position is the step alone: epoch ``step // steps_per_epoch``, batch ``step % steps_per_epoch``
-(a checkpoint at an epoch's last step is written only after that epoch's validation). Batch
+The loop checkpoints ``latest`` at every epoch end and inside an epoch every
+``config.train.checkpoint_every_minutes`` (checked at the logging steps; in a multi-process run
+process 0's clock decides for all) and every ``config.train.checkpoint_every_steps`` steps, and
+``best`` whenever the validation loss improves (``dina_jax.checkpoint``). Its position is the
+step alone: epoch ``step // steps_per_epoch``, batch ``step % steps_per_epoch`` (a checkpoint at
+an epoch's last step is written only after that epoch's validation). Batch
 order is a pure function of (seed, epoch), so a run killed at any point and restarted with the
 same workdir skips the batches it already did and ends with bitwise the same parameters.
 
@@ -33,6 +35,7 @@ import warnings
 import jax
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 
 from dina_jax import checkpoint, files
 from dina_jax import progress as progress_lib
@@ -225,7 +228,9 @@ class Trainer:
         self.steps_per_epoch = steps_per_epoch(config, dataset)
         self.num_epochs = int(config.train.num_epochs)
         self.log_every = max(int(config.train.log_every), 1)
-        self.checkpoint_every = max(int(config.train.checkpoint_every_steps), 1)
+        self.checkpoint_every = int(config.train.checkpoint_every_steps)  # 0: off
+        self.checkpoint_seconds = 60.0 * float(config.train.checkpoint_every_minutes)  # 0: off
+        self.last_save_time = time.time()
 
         self.static_meta = {
             "config": checkpoint.config_json(config),
@@ -316,6 +321,19 @@ class Trainer:
         checkpoint.save(checkpoints, arrays, self._meta())
         if checkpoints is self.latest:
             self.last_saved_step = self.progress.step
+            self.last_save_time = time.time()
+
+    def _checkpoint_due(self, step: int, is_log: bool) -> bool:
+        """Whether to save ``latest`` after ``step`` (inside an epoch): by steps, or by time at
+        the logging steps. Every process reaches the same answer: process 0's clock decides."""
+        if self.checkpoint_every and step % self.checkpoint_every == 0:
+            return True
+        if not (self.checkpoint_seconds and is_log):
+            return False
+        due = time.time() - self.last_save_time >= self.checkpoint_seconds
+        if jax.process_count() > 1:
+            due = bool(multihost_utils.broadcast_one_to_all(np.int32(due)))
+        return due
 
     def _fetch(self, pending: list, window: list) -> None:
         """Moves per-step device metrics to the host, raising on the first non-finite loss."""
@@ -383,7 +401,7 @@ class Trainer:
                 is_last = batch_index + 1 == self.steps_per_epoch
                 is_log = (step - 1) % self.log_every == 0
                 # The epoch-end save follows the last batch; a save here would repeat the step.
-                is_checkpoint = step % self.checkpoint_every == 0 and not is_last
+                is_checkpoint = not is_last and self._checkpoint_due(step, is_log)
                 if is_log or is_checkpoint or is_last:
                     self._fetch(pending, window)  # never log or save past a non-finite loss
                 progress.step = step
