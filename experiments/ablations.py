@@ -95,12 +95,10 @@ VARIANTS = {
     "demo_e8_d32": {**DEMO, **EIGHT_EPOCHS, "model.neural.d_model": 32},
     # W_Q, W_K at a tenth of LeCun's scale: the attention starts near uniform.
     "demo_e8_qk01": {**DEMO, **EIGHT_EPOCHS, "model.neural.qk_init_scale": 0.1},
-    # Faster learning at the demo's budget (8-epoch proxies against demo_e8): spare W_Q, W_K
-    # from the weight decay (it shrinks the logits towards a uniform attention), start the
-    # attention more peaked, or a higher neural learning rate.
+    # Spare W_Q, W_K from the weight decay (it shrinks the logits towards a uniform
+    # attention): faster early, then it memorizes (training loss 0.24 against validation 2.99
+    # by epoch 6); the decay on W_Q, W_K is the regularizer that works.
     "demo_e8_readout": {**DEMO, **EIGHT_EPOCHS, "optim.neural.weight_decay_on": "readout"},
-    "demo_e8_qk2": {**DEMO, **EIGHT_EPOCHS, "model.neural.qk_init_scale": 2.0},
-    "demo_e8_nlr3e3": {**DEMO, **EIGHT_EPOCHS, "optim.neural.learning_rate": 3e-3},
     # Against the seed-to-seed spread (seed 1 overfits: val loss plateaus at 2.0): a stronger
     # weight decay on the matrices, or neuron dropout on the training responses.
     "demo_wd10": {**DEMO, "optim.neural.weight_decay": 10.0},
@@ -191,14 +189,11 @@ ROBUST = (
     # against 2.00; training loss 0.09 by epoch 18), so it is not a candidate for the recipe.
     ("demo_neuron_dropout", "A", (1,)),
 )
-# A faster recipe (--plan recipe): the literal model's last seeds first (minutes each), then
-# 8-epoch proxies of the demo, the failing seed 1 included.
+# Before the main plan (--plan recipe): the literal model's last seeds (minutes each), then an
+# 8-epoch proxy of the demo without the decay on W_Q, W_K.
 RECIPE = (
     ("literal", "B", (1, 2)),
-    ("demo_e8_readout", "A", (0, 1)),
-    ("demo_e8_qk2", "A", (0,)),
-    ("demo_e8_nlr3e3", "A", (0,)),
-    ("demo_e8", "A", (1,)),
+    ("demo_e8_readout", "A", (0,)),
 )
 PLANS = {"main": PLAN, "explore": EXPLORE, "robust": ROBUST, "recipe": RECIPE}
 SPREAD_STIMULI = 32
