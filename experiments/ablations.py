@@ -231,6 +231,7 @@ def summarize(config, workdir: str, seconds: float) -> dict:
     """The numbers of one finished run (see the module docstring)."""
     from dina_jax import checkpoint
     from dina_jax.analysis import attention_contribution as contribution
+    from dina_jax.evaluation import retrieval as retrieval_lib
     from dina_jax.models.feature_fns import attention_qk_fn
 
     with open(os.path.join(workdir, "results.json")) as f:
@@ -248,6 +249,14 @@ def summarize(config, workdir: str, seconds: float) -> dict:
         block_size=run_config.model.neural.block_size,
     )
     best = min(epochs, key=lambda r: r["val_loss"])
+    maps = np.load(os.path.join(workdir, "test_maps.npz"))
+    # Hubs and a shared map component: how retrieval fails while the maps still differ.
+    hubs = {
+        "n2i": retrieval_lib.retrieval_hubness(maps["similarity"].T),  # rows: neural queries
+        "i2n": retrieval_lib.retrieval_hubness(maps["similarity"]),
+        "coherence_neural": retrieval_lib.map_coherence(maps["z_neu"]),
+        "coherence_image": retrieval_lib.map_coherence(maps["z_img"]),
+    }
 
     def retrieval(metrics):
         return {k: metrics[k] for k in ("top1", "top5", "top10", "mean_rank") if k in metrics}
@@ -266,6 +275,7 @@ def summarize(config, workdir: str, seconds: float) -> dict:
         },
         "attention": spread,
         "controls": controls,
+        "hubs": hubs,
         "train_seconds": seconds,
     }
 
@@ -341,6 +351,11 @@ def aggregate(runs: list[dict]) -> list[dict]:
         row["uniform_top1"] = _stats(m["controls"]["uniform"]["top1"] for m in members)
         row["removed_top1"] = _stats(
             m["controls"]["removed"]["top1"] for m in members if "removed" in m["controls"]
+        )
+        # Summaries written before 2026-12-06 have no "hubs".
+        row["hub_share_n2i"] = _stats(m["hubs"]["n2i"]["hub_share"] for m in members if "hubs" in m)
+        row["coherence_neural"] = _stats(
+            m["hubs"]["coherence_neural"] for m in members if "hubs" in m
         )
         table.append(row)
     return table

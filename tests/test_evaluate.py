@@ -102,6 +102,36 @@ def test_collapsed_maps_score_chance_not_perfect():
     assert metrics["mean_rank"] == pytest.approx(chance["mean_rank"]) == pytest.approx(10.5)
 
 
+def test_hubness_counts_how_often_each_candidate_is_ranked_first():
+    rng = np.random.default_rng(4)
+    perfect = np.eye(10) + 0.01 * rng.random((10, 10))
+    assert retrieval.retrieval_hubness(perfect) == {"hub_share": 0.1, "distinct_top1": 1.0}
+    # A shared component that candidate 3 matches best: it is every query's top-1.
+    shared = rng.random((10, 10)) * 0.1
+    shared[:, 3] += 1.0
+    assert retrieval.retrieval_hubness(shared) == {"hub_share": 1.0, "distinct_top1": 0.1}
+    # 4 queries of 8 on candidate 0, the others on 1, 2 and 5 of 6 candidates.
+    top = np.array([0, 0, 1, 0, 2, 0, 5, 1])
+    picks = np.zeros((8, 6))
+    picks[np.arange(8), top] = 1.0
+    assert retrieval.retrieval_hubness(picks) == {"hub_share": 0.5, "distinct_top1": 4 / 6}
+
+
+def test_map_coherence_is_the_mean_off_diagonal_cosine():
+    rng = np.random.default_rng(5)
+    maps = rng.standard_normal((6, 4, 3))
+    flat = maps.reshape(6, -1)
+    cos = [
+        flat[i] @ flat[j] / np.linalg.norm(flat[i]) / np.linalg.norm(flat[j])
+        for i in range(6)
+        for j in range(6)
+        if i != j
+    ]
+    assert retrieval.map_coherence(maps) == pytest.approx(np.mean(cos))
+    common = np.ones((6, 12)) + 1e-3 * rng.standard_normal((6, 12))
+    assert retrieval.map_coherence(common) == pytest.approx(1.0, abs=1e-5)
+
+
 # ---------------------------------------------------------------------------- linear baseline
 @pytest.mark.parametrize("n_inputs", [50, 12])  # The dual (N > S) and primal (N <= S) paths.
 def test_ridge_fit_matches_normal_equations(n_inputs):

@@ -121,6 +121,37 @@ def retrieval_metrics(
     return metrics
 
 
+def retrieval_hubness(similarity: np.ndarray) -> dict[str, float]:
+    """How unevenly the candidates are ranked first: a few "hub" candidates that are the top-1
+    of many queries are how a contrastive model fails at retrieval with maps that still differ.
+
+    Args:
+      similarity: (Q, C) with similarity[q, c] the score of candidate c for query q.
+
+    Returns:
+      {"hub_share": the fraction of queries whose top-1 is the most often retrieved candidate
+      (1 / Q at best: every query retrieves another candidate; 1 when one candidate is everyone's
+      top-1), "distinct_top1": the fraction of candidates that are some query's top-1}.
+    """
+    similarity = np.asarray(similarity)
+    counts = np.bincount(similarity.argmax(axis=1), minlength=similarity.shape[1])
+    return {
+        "hub_share": float(counts.max() / similarity.shape[0]),
+        "distinct_top1": float(np.count_nonzero(counts) / similarity.shape[1]),
+    }
+
+
+def map_coherence(maps: np.ndarray) -> float:
+    """Mean cosine similarity between the maps of different stimuli, (S, ...) -> float: near 1
+    when every map is mostly one shared pattern (what the stimuli share), near 0 when they
+    differ as much as random vectors."""
+    flat = np.asarray(maps, np.float64).reshape(len(maps), -1)
+    flat = flat / np.linalg.norm(flat, axis=1, keepdims=True)
+    gram = flat @ flat.T
+    n = len(flat)
+    return float((gram.sum() - np.trace(gram)) / (n * (n - 1)))
+
+
 def chance_metrics(n_candidates: int, topk: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
     """Retrieval of a random ranking: top-k = k / n, mean rank = (n + 1) / 2."""
     metrics = {f"top{k}": min(k, n_candidates) / n_candidates for k in topk}
