@@ -516,31 +516,31 @@ def test_ema_update_weight_is_capped_by_the_decay():
     assert float(state_lib.ema_update(ema, params, jnp.int32(3), 0.0)["a"]) == -1.0
 
 
-@pytest.mark.parametrize("target", ["kernels", "readout"])
-def test_neural_weight_decay_on_kernels_spares_embeddings_and_biases(tiny_config, target):
+def test_neural_weight_decay_on_kernels_spares_embeddings_and_biases(tiny_config):
     config = tiny_config.copy_and_resolve_references()
     config.optim.neural.weight_decay = 5.0
-    config.optim.neural.weight_decay_on = target
     n_neurons = 12
     model = build_model(config, n_neurons)
     params = init_params(model, jax.random.PRNGKey(0))
-    tx = optim.make_optimizer(config, params, steps_per_epoch=4)
     zero = jax.tree.map(jnp.zeros_like, params)
-    updates, _ = tx.update(zero, tx.init(params), params)  # zero gradients: decay alone
     lr = float(optim.make_schedules(config, 4)["neural"](0))
-    leaves = jax.tree_util.tree_flatten_with_path(updates["neural_tower"])[0]
     values = jax.tree_util.tree_flatten_with_path(params["neural_tower"])[0]
-    names = set()
-    for (path, update), (_, value) in zip(leaves, values, strict=True):
-        name = path[-1].key
-        names.add(name)
-        in_attention = path[0].key == "population_attention"
-        decayed = name == "kernel" and not (target == "readout" and in_attention)
-        expected = -lr * 5.0 * np.asarray(value) if decayed else np.zeros(value.shape)
-        np.testing.assert_allclose(update, expected, rtol=1e-6, atol=0, err_msg=str(path))
-    assert {"kernel", "bias", "embedding", "aggregation"} <= names
-    paths = {jax.tree_util.keystr(path) for path, _ in leaves}
+    paths = {jax.tree_util.keystr(path) for path, _ in values}
     assert any("population_attention" in p and "kernel" in p for p in paths), paths
+    for target in ("kernels", "readout"):
+        config.optim.neural.weight_decay_on = target
+        tx = optim.make_optimizer(config, params, steps_per_epoch=4)
+        updates, _ = tx.update(zero, tx.init(params), params)  # zero gradients: decay alone
+        leaves = jax.tree_util.tree_flatten_with_path(updates["neural_tower"])[0]
+        names = set()
+        for (path, update), (_, value) in zip(leaves, values, strict=True):
+            name = path[-1].key
+            names.add(name)
+            in_attention = path[0].key == "population_attention"
+            decayed = name == "kernel" and not (target == "readout" and in_attention)
+            expected = -lr * 5.0 * np.asarray(value) if decayed else np.zeros(value.shape)
+            np.testing.assert_allclose(update, expected, rtol=1e-6, atol=0, err_msg=str(path))
+        assert {"kernel", "bias", "embedding", "aggregation"} <= names, target
     config.optim.neural.weight_decay_on = "everything"
     with pytest.raises(ValueError, match="weight_decay_on must be one of .* got 'everything'"):
         optim.make_optimizer(config, params, steps_per_epoch=4)
