@@ -402,6 +402,13 @@ def test_evaluate_writes_results_and_figures_reproducibly(tiny_config, trained_w
     np.testing.assert_allclose(
         maps["similarity"], _cosine_numpy(maps["z_img"], maps["z_neu"]), atol=1e-5
     )
+    # Hubs of the neural queries: an independent count from the written similarity matrix.
+    top = maps["similarity"].argmax(axis=0)  # each neural query's (column's) best image
+    counts = np.bincount(top, minlength=n_test)
+    assert written["hubs"]["n2i"]["hub_share"] == pytest.approx(counts.max() / n_test)
+    assert written["hubs"]["n2i"]["distinct_top1"] == pytest.approx((counts > 0).mean())
+    assert -1.0 <= written["hubs"]["coherence_neural"] <= 1.0
+    assert "Hubs: the most retrieved image" in printed
 
 
 def test_encode_does_not_depend_on_the_batch_size(tiny_config, trained_workdir):

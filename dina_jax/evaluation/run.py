@@ -43,6 +43,8 @@ from dina_jax.evaluation.maps import map_similarity, map_spectra
 from dina_jax.evaluation.retrieval import (
     chance_metrics,
     cosine_similarity_matrix,
+    map_coherence,
+    retrieval_hubness,
     retrieval_metrics,
 )
 from dina_jax.models.feature_fns import encode
@@ -69,7 +71,9 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str | os.PathLik
     Returns:
       The results: "model", "workdir", "n_test", "n_neurons", "checkpoint" (the statistics the
       model normalizes with), "retrieval", "chance", "linear_baseline", "noise_ceiling", "ssim",
-      "lpips", "spectra", "figures" (as written to results.json).
+      "lpips", "spectra", "hubs" (:func:`~dina_jax.evaluation.retrieval.retrieval_hubness` of
+      both directions, :func:`~dina_jax.evaluation.retrieval.map_coherence` of both towers'
+      maps), "figures" (as written to results.json).
 
     Example::
 
@@ -115,6 +119,13 @@ def _evaluate(config: ml_collections.ConfigDict | None, workdir: pathlib.Path) -
         "ssim": map_similarity(z_img, z_neu, win_size=ev.ssim_win_size),
         "lpips": map_lpips(z_img, z_neu, ev.lpips_weights, resize_hw=tuple(ev.lpips_resize_hw)),
         "spectra": map_spectra(images, z_img, z_neu, tuple(ev.spectrum_fit_range)),
+        # How retrieval fails while the maps still differ: hub candidates, a shared pattern.
+        "hubs": {
+            "n2i": retrieval_hubness(similarity.T),  # rows: neural queries
+            "i2n": retrieval_hubness(similarity),
+            "coherence_neural": map_coherence(z_neu),
+            "coherence_image": map_coherence(z_img),
+        },
     }
     tensorboard = TensorBoard(workdir)
     step = manager(workdir, "best", create=False).latest_step() or 0
@@ -259,6 +270,15 @@ def format_table(results: dict) -> str:
         lines.append(f"  LPIPS: {lpips['mean']:.3f} ± {lpips['std']:.3f}")
     else:
         lines.append(f"  {LPIPS_MISSING}: {LPIPS_HOWTO}")
+    hubs = results.get("hubs")  # results.json files before 2026-12-06 have none
+    if hubs:
+        n2i = hubs["n2i"]
+        lines.append(
+            f"  Hubs: the most retrieved image is the top-1 of {100 * n2i['hub_share']:.0f}% of "
+            f"the neural queries ({100 * n2i['distinct_top1']:.0f}% of the images are some "
+            "query's top-1); mean cosine between the maps of different stimuli: neural "
+            f"{hubs['coherence_neural']:.2f}, image {hubs['coherence_image']:.2f}"
+        )
     spectra_ = results["spectra"]
     fit = spectra_["images"]["fit_range"]
     lines.append(
