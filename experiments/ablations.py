@@ -249,14 +249,17 @@ def summarize(config, workdir: str, seconds: float) -> dict:
         block_size=run_config.model.neural.block_size,
     )
     best = min(epochs, key=lambda r: r["val_loss"])
-    maps = np.load(os.path.join(workdir, "test_maps.npz"))
-    # Hubs and a shared map component: how retrieval fails while the maps still differ.
-    hubs = {
-        "n2i": retrieval_lib.retrieval_hubness(maps["similarity"].T),  # rows: neural queries
-        "i2n": retrieval_lib.retrieval_hubness(maps["similarity"]),
-        "coherence_neural": retrieval_lib.map_coherence(maps["z_neu"]),
-        "coherence_image": retrieval_lib.map_coherence(maps["z_img"]),
-    }
+    # Hubs and a shared map component: how retrieval fails while the maps still differ
+    # (results.json has them since 2026-12-06; older workdirs get them from their test maps).
+    hubs = results.get("hubs")
+    if hubs is None:
+        maps = np.load(os.path.join(workdir, "test_maps.npz"))
+        hubs = {
+            "n2i": retrieval_lib.retrieval_hubness(maps["similarity"].T),  # neural queries
+            "i2n": retrieval_lib.retrieval_hubness(maps["similarity"]),
+            "coherence_neural": retrieval_lib.map_coherence(maps["z_neu"]),
+            "coherence_image": retrieval_lib.map_coherence(maps["z_img"]),
+        }
 
     def retrieval(metrics):
         return {k: metrics[k] for k in ("top1", "top5", "top10", "mean_rank") if k in metrics}

@@ -409,6 +409,13 @@ def test_evaluate_writes_results_and_figures_reproducibly(tiny_config, trained_w
     assert written["hubs"]["n2i"]["distinct_top1"] == pytest.approx((counts > 0).mean())
     assert -1.0 <= written["hubs"]["coherence_neural"] <= 1.0
     assert "Hubs: the most retrieved image" in printed
+    # The centred diagnostic: the same retrieval on z_neu minus the training responses' mean map.
+    model, params, _, dataset = checkpoint.load_run(trained_workdir, config=tiny_config)
+    centre = feature_fns.encode_neurons(model, params, dataset.responses[dataset.split.train])
+    centred = maps["z_neu"] - centre.mean(axis=0)
+    expected = retrieval.retrieval_from_similarity(_cosine_numpy(centred, maps["z_img"]), (1, 5))
+    for key in ("top1", "top5", "mean_rank"):
+        assert written["hubs"]["n2i_centred"][key] == pytest.approx(expected[key], abs=1e-6), key
 
 
 def test_encode_does_not_depend_on_the_batch_size(tiny_config, trained_workdir):
