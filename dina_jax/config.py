@@ -172,6 +172,10 @@ def get_base_config() -> ml_collections.ConfigDict:
     # ----------------------------------------------------------------------------- loss (Sec. 3.3)
     config.loss = ml_collections.ConfigDict()
     config.loss.temperature = 0.01  # Fixed InfoNCE temperature (Sec. 3.3).
+    # Not in the paper: InfoNCE on batch-centred neural maps (the normalized maps minus their
+    # batch mean), against a pattern shared by every neural map making one image the top-1 of
+    # most neural queries (docs/decisions.md, "hubs").
+    config.loss.centre_neural = False
 
     # ------------------------------------------------------------------------ optimizer (Sec. 3.3)
     # The paper names the optimizers but gives no learning rates; see docs/decisions.md. Each

@@ -57,6 +57,7 @@ def infonce(
     *,
     axis_name: str | None = None,
     mask: jax.Array | None = None,
+    centre_neural: bool = False,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Symmetric InfoNCE of paired image and neural feature maps (Sec. 3.3, CLIP loss).
 
@@ -68,6 +69,10 @@ def infonce(
         over the global batch of all devices (see the module docstring for the gradient).
       mask: optional (b,) weights, 1 for a real example and 0 for padding (a partial evaluation
         batch); padded rows are neither queries nor keys (they are negatives of nobody).
+      centre_neural: not in the paper (``config.loss.centre_neural``): subtract the mean of the
+        normalized neural maps over the (global, unpadded) batch before the cosine, so that a
+        pattern every neural map shares adds no score to any image (a hub); the maps are
+        normalized again after.
 
     Returns:
       ``(loss, metrics)``; ``loss`` a float32 scalar, the mean over valid queries of both
@@ -94,6 +99,9 @@ def infonce(
         z_neu = gather_global(z_neu, axis_name)
         mask = lax.all_gather(mask, axis_name, tiled=True)  # (b,) -> (B,)
     batch = z_img.shape[0]
+    if centre_neural:
+        centre = jnp.sum(mask[:, None] * z_neu, axis=0) / jnp.maximum(jnp.sum(mask), 1.0)
+        z_neu = l2_normalize(z_neu - centre)
 
     # HIGHEST: TPUs would otherwise run f32 matmuls in bf16 passes; at T = 0.01 a cosine error of
     # 1e-2 moves a logit by 1.

@@ -409,10 +409,16 @@ def test_evaluate_writes_results_and_figures_reproducibly(tiny_config, trained_w
     assert written["hubs"]["n2i"]["distinct_top1"] == pytest.approx((counts > 0).mean())
     assert -1.0 <= written["hubs"]["coherence_neural"] <= 1.0
     assert "Hubs: the most retrieved image" in printed
-    # The centred diagnostic: the same retrieval on z_neu minus the training responses' mean map.
+    # The centred diagnostic: the same retrieval on the normalized neural maps minus their mean
+    # over the training responses.
     model, params, _, dataset = checkpoint.load_run(trained_workdir, config=tiny_config)
-    centre = feature_fns.encode_neurons(model, params, dataset.responses[dataset.split.train])
-    centred = maps["z_neu"] - centre.mean(axis=0)
+    train_maps = feature_fns.encode_neurons(model, params, dataset.responses[dataset.split.train])
+
+    def unit(z):
+        flat = z.reshape(len(z), -1).astype(np.float64)
+        return flat / np.linalg.norm(flat, axis=1, keepdims=True)
+
+    centred = unit(maps["z_neu"]) - unit(train_maps).mean(axis=0)
     expected = retrieval.retrieval_from_similarity(_cosine_numpy(centred, maps["z_img"]), (1, 5))
     for key in ("top1", "top5", "mean_rank"):
         assert written["hubs"]["n2i_centred"][key] == pytest.approx(expected[key], abs=1e-6), key

@@ -86,6 +86,23 @@ def test_mask_equals_the_loss_of_the_valid_rows_alone():
         assert float(masked[key]) == pytest.approx(value, rel=1e-5, abs=1e-6), key
 
 
+def test_centred_neural_maps_match_numpy_on_the_centred_maps():
+    z_img, z_neu = _pairs(3, noise=2.0)
+    z_neu += 5.0 * np.random.default_rng(4).normal(size=z_neu.shape[1:]).astype(np.float32)
+    keep = np.array([1, 1, 1, 0, 1, 1, 1, 1, 1, 0, 1, 1], np.float32)
+    rows = keep > 0
+    z_neu[~rows] = 1e3  # padding must not move the centre
+    _, metrics = losses.infonce(z_img, z_neu, 0.05, mask=keep, centre_neural=True)
+    unit = z_neu[rows].reshape(rows.sum(), -1).astype(np.float64)
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    expected = numpy_infonce(z_img[rows], unit - unit.mean(axis=0), 0.05)
+    for key, value in expected.items():
+        assert float(metrics[key]) == pytest.approx(value, rel=1e-5, abs=1e-6), key
+    # A large pattern shared by the neural maps costs the plain loss; centred, it is lower.
+    plain, _ = losses.infonce(z_img, z_neu, 0.05, mask=keep)
+    assert expected["loss"] < float(plain)
+
+
 def test_gradient_matches_numpy_finite_differences():
     z_img, z_neu = _pairs(2, batch=6, shape=(3,))
     temperature = 0.1

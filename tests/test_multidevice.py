@@ -13,6 +13,7 @@ test compares:
   is a different number: it would train a different, easier objective.
 """
 
+import functools
 import os
 import subprocess
 import sys
@@ -49,9 +50,16 @@ def _device_run(out_path: str, cache_dir: str) -> None:
     state = state_lib.create_train_state(config, model, jax.random.PRNGKey(0), 8)
     temperature = config.loss.temperature
 
-    def grads_and_loss(params, x, r, rng):
+    def grads_and_loss(params, x, r, rng, centre_neural=False):
         grads, metrics = step_lib.compute_grads(
-            params, model.apply, x, r, rng, temperature=temperature, axis_name="batch"
+            params,
+            model.apply,
+            x,
+            r,
+            rng,
+            temperature=temperature,
+            axis_name="batch",
+            centre_neural=centre_neural,
         )
         return grads, metrics["loss"]
 
@@ -61,22 +69,29 @@ def _device_run(out_path: str, cache_dir: str) -> None:
         return lax.pmean(local, "batch")
 
     results = {}
-    for n in (1, N_DEVICES):
-        devices = jax.devices()[:n]
-        fn = jax.pmap(grads_and_loss, axis_name="batch", devices=devices)
-        grads, loss = fn(
-            step_lib.replicate(state.params, devices),
-            pipeline.shard(images, n),
-            pipeline.shard(responses, n),
-            step_lib.replicate(state.rng, devices),
-        )
-        flat = [np.asarray(leaf) for leaf in jax.tree.leaves(grads)]
-        # After the psum every device holds the same (global) gradient.
-        for leaf in flat:
-            assert all(np.array_equal(leaf[0], leaf[d]) for d in range(n))
-        results[f"loss_{n}"] = np.asarray(loss)[0]
-        for i, leaf in enumerate(flat):
-            results[f"grad_{n}_{i}"] = leaf[0]
+    # Also with the batch-centred neural maps (loss.centre_neural): the centre is a mean over
+    # the global batch, so it must be taken after the all-gather.
+    for prefix, centre in (("", False), ("centred_", True)):
+        for n in (1, N_DEVICES):
+            devices = jax.devices()[:n]
+            fn = jax.pmap(
+                functools.partial(grads_and_loss, centre_neural=centre),
+                axis_name="batch",
+                devices=devices,
+            )
+            grads, loss = fn(
+                step_lib.replicate(state.params, devices),
+                pipeline.shard(images, n),
+                pipeline.shard(responses, n),
+                step_lib.replicate(state.rng, devices),
+            )
+            flat = [np.asarray(leaf) for leaf in jax.tree.leaves(grads)]
+            # After the psum every device holds the same (global) gradient.
+            for leaf in flat:
+                assert all(np.array_equal(leaf[0], leaf[d]) for d in range(n))
+            results[f"{prefix}loss_{n}"] = np.asarray(loss)[0]
+            for i, leaf in enumerate(flat):
+                results[f"{prefix}grad_{n}_{i}"] = leaf[0]
     naive = jax.pmap(naive_loss, axis_name="batch")(
         step_lib.replicate(state.params),
         pipeline.shard(images, N_DEVICES),
@@ -117,6 +132,16 @@ def test_gradients_on_8_devices_equal_1_device(device_numbers):
         one, eight = device_numbers[f"grad_1_{i}"], device_numbers[f"grad_{N_DEVICES}_{i}"]
         assert np.abs(one).max() > 0, i  # every parameter gets a gradient
         np.testing.assert_allclose(eight, one, rtol=1e-5, atol=1e-5 * np.abs(one).max())
+
+
+def test_batch_centred_loss_and_gradients_on_8_devices_equal_1_device(device_numbers):
+    one, eight = device_numbers["centred_loss_1"], device_numbers["centred_loss_8"]
+    assert abs(eight - one) <= 1e-5 and np.isfinite(one)
+    assert abs(one - device_numbers["loss_1"]) > 1e-3  # the centring changes the objective
+    for i in range(int(device_numbers["n_leaves"])):
+        g1 = device_numbers[f"centred_grad_1_{i}"]
+        g8 = device_numbers[f"centred_grad_{N_DEVICES}_{i}"]
+        np.testing.assert_allclose(g8, g1, rtol=1e-5, atol=1e-5 * np.abs(g1).max())
 
 
 def test_local_negatives_alone_give_a_different_loss(device_numbers):

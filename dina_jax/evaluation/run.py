@@ -239,12 +239,19 @@ def _row(label: str, metrics: dict, topk: Sequence[int], prefix: str = "") -> st
 def _hubs(model, params, dataset, z_img, z_neu, similarity, topk, batch_size) -> dict:
     """How retrieval fails while the maps still differ: hub candidates and a pattern shared by
     every map; and, as a diagnostic (not the paper's retrieval), neural -> image retrieval with
-    the neural maps centred on their mean over the training responses."""
-    centre = encode_neurons(
+    the normalized neural maps centred on their mean over the training responses (what
+    ``loss.centre_neural`` trains for)."""
+
+    def unit(z):
+        flat = np.asarray(z, np.float32).reshape(len(z), -1)
+        return flat / np.linalg.norm(flat, axis=1, keepdims=True)
+
+    train_maps = encode_neurons(
         model, params, dataset.responses[dataset.split.train], batch_size=batch_size
-    ).mean(axis=0)
-    centred = retrieval_metrics(z_neu - centre, z_img, topk)
-    centred_similarity = np.asarray(cosine_similarity_matrix(z_img, z_neu - centre))
+    )
+    centred_neu = (unit(z_neu) - unit(train_maps).mean(axis=0)).reshape(z_neu.shape)
+    centred = retrieval_metrics(centred_neu, z_img, topk)
+    centred_similarity = np.asarray(cosine_similarity_matrix(z_img, centred_neu))
     return {
         "n2i": retrieval_hubness(similarity.T),  # rows: neural queries
         "i2n": retrieval_hubness(similarity),

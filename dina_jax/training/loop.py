@@ -181,7 +181,11 @@ def checkpoint_loss(workdir: str, which: str = "best", split: str = "val") -> di
       split: "train", "val" or "test" (the run's recorded split).
     """
     run = checkpoint.load_run(workdir, which)
-    p_eval = step_lib.pmapped_eval_step(run.model.apply, float(run.config.loss.temperature))
+    p_eval = step_lib.pmapped_eval_step(
+        run.model.apply,
+        float(run.config.loss.temperature),
+        centre_neural=bool(run.config.loss.centre_neural),
+    )
     rows = np.asarray(getattr(run.dataset.split, split))
     return evaluate_loss(
         p_eval, step_lib.replicate(run.params), run.dataset, rows, int(run.config.train.batch_size)
@@ -269,8 +273,9 @@ class Trainer:
             self.writer.truncate_after(0)
         temperature = float(config.loss.temperature)
         schedules = optim.make_schedules(config, self.steps_per_epoch)
-        self.p_train = step_lib.pmapped_train_step(temperature, schedules)
-        self.p_eval = step_lib.pmapped_eval_step(model.apply, temperature)
+        centre = bool(config.loss.centre_neural)
+        self.p_train = step_lib.pmapped_train_step(temperature, schedules, centre_neural=centre)
+        self.p_eval = step_lib.pmapped_eval_step(model.apply, temperature, centre_neural=centre)
         self.rstate = step_lib.replicate(state)
         self.last_saved_step = self.latest.latest_step()
         self.last_learning_rates: dict[str, float] = {}  # of the newest fetched step

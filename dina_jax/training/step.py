@@ -32,7 +32,15 @@ AXIS_NAME = "batch"
 
 
 def compute_grads(
-    params, apply_fn, images, responses, rng, *, temperature: float, axis_name: str | None
+    params,
+    apply_fn,
+    images,
+    responses,
+    rng,
+    *,
+    temperature: float,
+    axis_name: str | None,
+    centre_neural: bool = False,
 ):
     """Gradient of the global-batch InfoNCE and its metrics.
 
@@ -42,6 +50,7 @@ def compute_grads(
       images: (b, 68, 270) this device's images; responses: (b, N).
       rng: PRNG key for stochastic layers (the models have none today).
       temperature: InfoNCE temperature.
+      centre_neural: InfoNCE on batch-centred neural maps (``losses.infonce``).
       axis_name: the pmap axis; ``None`` on a single device without pmap.
 
     Returns:
@@ -54,7 +63,9 @@ def compute_grads(
         z_img, z_neu, _ = apply_fn(
             {"params": p}, images, responses, train=True, rngs={"dropout": rng}
         )
-        return losses.infonce(z_img, z_neu, temperature, axis_name=axis_name)
+        return losses.infonce(
+            z_img, z_neu, temperature, axis_name=axis_name, centre_neural=centre_neural
+        )
 
     (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     if axis_name is not None:
@@ -70,6 +81,7 @@ def train_step(
     temperature: float,
     schedules: dict[str, optax.Schedule],
     axis_name: str | None,
+    centre_neural: bool = False,
 ):
     """One optimizer step on the global batch; returns ``(new_state, metrics)``.
 
@@ -90,6 +102,7 @@ def train_step(
         rng,
         temperature=temperature,
         axis_name=axis_name,
+        centre_neural=centre_neural,
     )
     for name, tower in TOWER_OF_SUBMODULE.items():
         metrics[f"grad_norm_{tower}"] = optax.global_norm(grads[name])
@@ -125,6 +138,7 @@ def eval_step(
     apply_fn: Callable,
     temperature: float,
     axis_name: str | None,
+    centre_neural: bool = False,
 ):
     """InfoNCE metrics of one (possibly padded) evaluation batch over the global batch.
 
@@ -133,29 +147,43 @@ def eval_step(
     same compiled program scores a restored checkpoint in another process.
     """
     z_img, z_neu, _ = apply_fn({"params": params}, images, responses, train=False)
-    _, metrics = losses.infonce(z_img, z_neu, temperature, axis_name=axis_name, mask=mask)
+    _, metrics = losses.infonce(
+        z_img, z_neu, temperature, axis_name=axis_name, mask=mask, centre_neural=centre_neural
+    )
     return metrics
 
 
-def pmapped_train_step(temperature: float, schedules: dict[str, optax.Schedule]) -> Callable:
+def pmapped_train_step(
+    temperature: float, schedules: dict[str, optax.Schedule], *, centre_neural: bool = False
+) -> Callable:
     """``train_step`` compiled over all local devices (axis ``"batch"``), the state donated.
 
     Donation lets XLA reuse the old state's buffers for the new one (XLA:CPU ignores it).
     """
     return jax.pmap(
         functools.partial(
-            train_step, temperature=temperature, schedules=schedules, axis_name=AXIS_NAME
+            train_step,
+            temperature=temperature,
+            schedules=schedules,
+            axis_name=AXIS_NAME,
+            centre_neural=centre_neural,
         ),
         axis_name=AXIS_NAME,
         donate_argnums=(0,),
     )
 
 
-def pmapped_eval_step(apply_fn: Callable, temperature: float) -> Callable:
+def pmapped_eval_step(
+    apply_fn: Callable, temperature: float, *, centre_neural: bool = False
+) -> Callable:
     """``eval_step`` compiled over all local devices: ``(params, images, responses, mask)``."""
     return jax.pmap(
         functools.partial(
-            eval_step, apply_fn=apply_fn, temperature=temperature, axis_name=AXIS_NAME
+            eval_step,
+            apply_fn=apply_fn,
+            temperature=temperature,
+            axis_name=AXIS_NAME,
+            centre_neural=centre_neural,
         ),
         axis_name=AXIS_NAME,
     )
