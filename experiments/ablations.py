@@ -364,6 +364,11 @@ def aggregate(runs: list[dict]) -> list[dict]:
         row["coherence_neural"] = _stats(
             m["hubs"]["coherence_neural"] for m in members if "hubs" in m
         )
+        # Neural -> image retrieval with the neural maps centred on their training mean: the
+        # retrieval of a model trained with loss.centre_neural, a diagnostic for the others.
+        centred = [m["hubs"]["n2i_centred"] for m in members if "n2i_centred" in m.get("hubs", {})]
+        for key in ("top1", "top5"):
+            row[f"centred_{key}"] = _stats(c[key] for c in centred)
         table.append(row)
     return table
 
@@ -377,17 +382,20 @@ def report() -> dict:
     out = results / "ablations.json"
     out.write_text(json.dumps({"runs": len(runs), "groups": table}, indent=1) + "\n")
     print(f"{'variant':<22}{'mouse':<6}{'ep':>3}{'n':>3}  {'top-1':>12}{'top-5':>12}"
-          f"{'ridge top-1':>13}{'val loss':>12}{'sd ln P':>10}{'uniform':>10}")  # fmt: skip
+          f"{'ridge top-1':>13}{'val loss':>12}{'sd ln P':>10}{'uniform':>10}"
+          f"{'centred top-1':>15}")  # fmt: skip
     for row in table:
 
         def pct(stat):
+            if stat["mean"] != stat["mean"]:  # no values (NaN)
+                return "-"
             return f"{100 * stat['mean']:.1f}±{100 * stat['sd']:.1f}"
 
         print(
             f"{row['variant']:<22}{row['mouse']:<6}{row['epochs']:>3}{len(row['seeds']):>3}  "
             f"{pct(row['dina_top1']):>12}{pct(row['dina_top5']):>12}{pct(row['ridge_top1']):>13}"
             f"{row['best_val_loss']['mean']:>12.3f}{row['sd_log_p']['mean']:>10.3g}"
-            f"{pct(row['uniform_top1']):>10}"
+            f"{pct(row['uniform_top1']):>10}{pct(row['centred_top1']):>15}"
         )
     return {"groups": table}
 
