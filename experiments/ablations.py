@@ -258,12 +258,7 @@ def summarize(config, workdir: str, seconds: float) -> dict:
     hubs = results.get("hubs")
     if hubs is None:
         maps = np.load(os.path.join(workdir, "test_maps.npz"))
-        hubs = {
-            "n2i": retrieval_lib.retrieval_hubness(maps["similarity"].T),  # neural queries
-            "i2n": retrieval_lib.retrieval_hubness(maps["similarity"]),
-            "coherence_neural": retrieval_lib.map_coherence(maps["z_neu"]),
-            "coherence_image": retrieval_lib.map_coherence(maps["z_img"]),
-        }
+        hubs = retrieval_lib.retrieval_hubs(maps["similarity"], maps["z_img"], maps["z_neu"])
 
     def retrieval(metrics):
         return {k: metrics[k] for k in ("top1", "top5", "top10", "mean_rank") if k in metrics}

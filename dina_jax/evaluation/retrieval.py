@@ -152,6 +152,20 @@ def map_coherence(maps: np.ndarray) -> float:
     return float((gram.sum() - np.trace(gram)) / (n * (n - 1)))
 
 
+def retrieval_hubs(similarity: np.ndarray, z_img: np.ndarray, z_neu: np.ndarray) -> dict:
+    """:func:`retrieval_hubness` of both directions and :func:`map_coherence` of both towers.
+
+    ``similarity`` is (image, neural), as the evaluation writes it to ``test_maps.npz``.
+    """
+    similarity = np.asarray(similarity)
+    return {
+        "n2i": retrieval_hubness(similarity.T),  # rows: neural queries
+        "i2n": retrieval_hubness(similarity),
+        "coherence_neural": map_coherence(z_neu),
+        "coherence_image": map_coherence(z_img),
+    }
+
+
 def chance_metrics(n_candidates: int, topk: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
     """Retrieval of a random ranking: top-k = k / n, mean rank = (n + 1) / 2."""
     metrics = {f"top{k}": min(k, n_candidates) / n_candidates for k in topk}

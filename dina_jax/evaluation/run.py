@@ -43,8 +43,9 @@ from dina_jax.evaluation.maps import map_similarity, map_spectra
 from dina_jax.evaluation.retrieval import (
     chance_metrics,
     cosine_similarity_matrix,
-    map_coherence,
+    retrieval_from_similarity,
     retrieval_hubness,
+    retrieval_hubs,
     retrieval_metrics,
 )
 from dina_jax.models.feature_fns import encode, encode_neurons
@@ -250,16 +251,13 @@ def _hubs(model, params, dataset, z_img, z_neu, similarity, topk, batch_size) ->
         model, params, dataset.responses[dataset.split.train], batch_size=batch_size
     )
     centred_neu = (unit(z_neu) - unit(train_maps).mean(axis=0)).reshape(z_neu.shape)
-    centred = retrieval_metrics(centred_neu, z_img, topk)
-    centred_similarity = np.asarray(cosine_similarity_matrix(z_img, centred_neu))
+    centred_n2i = np.asarray(cosine_similarity_matrix(z_img, centred_neu)).T  # neural queries
+    centred = retrieval_from_similarity(centred_n2i, topk)
     return {
-        "n2i": retrieval_hubness(similarity.T),  # rows: neural queries
-        "i2n": retrieval_hubness(similarity),
-        "coherence_neural": map_coherence(z_neu),
-        "coherence_image": map_coherence(z_img),
+        **retrieval_hubs(similarity, z_img, z_neu),
         "n2i_centred": {
             **{k: centred[k] for k in centred if k.startswith("top") or k == "mean_rank"},
-            **retrieval_hubness(centred_similarity.T),
+            **retrieval_hubness(centred_n2i),
         },
     }
 
