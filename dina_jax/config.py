@@ -121,6 +121,11 @@ def get_base_config() -> ml_collections.ConfigDict:
     image.stem_kernel = 3  # Kernel of the stride-2 stem conv (our choice: overlapping conv stem).
     image.merge_kernel = 2  # Kernel of the stride-2 patch-merging conv (DS-Net patch embedding).
     image.local_kernel = 3  # Depth-wise conv of the local stream, 3 x 3 (Eq. 1).
+    # Form of the dual-stream block. "paper": Eq. 1-3 as printed (f_L = DWConv(f_l), f_G = the
+    # global self-attention, no norm or residual inside the streams), then DS-Net's co-attention,
+    # fusion and MLP. "dsnet": DS-Net's MixBlock in full (a depth-wise position encoding, a 1 x 1
+    # split projection, pre-norm residual local and global streams, normed co-attention inputs).
+    image.block = "paper"
     image.attention = "auto"  # Global-stream and co-attention implementation (as neural.attention).
     image.block_size = 512  # Max query/key block of the blockwise global and co-attention.
     # Samples pushed through the image tower at a time (same result, cache-sized working set);
@@ -524,8 +529,10 @@ def with_defaults(config: ml_collections.ConfigDict | dict) -> ml_collections.Co
     """The base config updated with ``config`` (recursively): fields added to the code after a run
     was trained take their defaults, so older runs stay loadable.
 
-    The flat ``analysis`` fields of older configs (``analysis.occlusion_stride``, ...) move to
-    their per-stage blocks (``analysis.occlusion.stride``; :data:`LEGACY_ANALYSIS_FIELDS`).
+    A ``model.image`` without ``block`` was written when DS-Net's block was the only form: it
+    keeps ``"dsnet"`` rather than the newer default. The flat ``analysis`` fields of older
+    configs (``analysis.occlusion_stride``, ...) move to their per-stage blocks
+    (``analysis.occlusion.stride``; :data:`LEGACY_ANALYSIS_FIELDS`).
     """
     values = copy.deepcopy(config.to_dict() if hasattr(config, "to_dict") else config)
     analysis = values.get("analysis", {})
@@ -533,6 +540,9 @@ def with_defaults(config: ml_collections.ConfigDict | dict) -> ml_collections.Co
         if old in analysis:
             block, field = new.split(".")
             analysis.setdefault(block, {})[field] = analysis.pop(old)
+    image = values.get("model", {}).get("image")
+    if isinstance(image, dict) and "block" not in image:
+        image["block"] = "dsnet"  # the only block form before model.image.block existed
     merged = get_base_config()
     merged.update(values)
     return merged

@@ -51,7 +51,8 @@ SHAPES = [
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"Nq{s['n_queries']}Nk{s['n_keys']}")
 @pytest.mark.parametrize("masked", [False, True], ids=["nomask", "mask"])
-def test_blockwise_equals_materialized_values_and_gradients(shape, masked):
+@pytest.mark.parametrize("impl", ["blockwise", "compact"])
+def test_efficient_kernels_equal_materialized_values_and_gradients(shape, masked, impl):
     shape = dict(shape)
     block = shape.pop("block")
     q, k, v = _qkv(0, **shape)
@@ -71,7 +72,7 @@ def test_blockwise_equals_materialized_values_and_gradients(shape, masked):
         return jax.jit(jax.grad(f, argnums=(0, 1, 2), has_aux=True))(q, k, v)
 
     grads_m, out_m = loss("materialized")
-    grads_b, out_b = loss("blockwise")
+    grads_b, out_b = loss(impl)
     scale = 1.0 / np.sqrt(shape["dim"])
     keep = np.ones(k.shape[:2], bool) if mask is None else np.asarray(mask)
     np.testing.assert_allclose(out_m, _numpy_attention(q, k, v, keep, scale), atol=ATOL)
@@ -80,7 +81,7 @@ def test_blockwise_equals_materialized_values_and_gradients(shape, masked):
         np.testing.assert_allclose(g_b, g_m, atol=ATOL)
 
 
-@pytest.mark.parametrize("impl", ["materialized", "blockwise"])
+@pytest.mark.parametrize("impl", ["materialized", "compact", "blockwise"])
 def test_fully_and_almost_fully_masked_rows_are_finite(impl):
     q, k, v = _qkv(3, 2, 21, 21, 1, 4)
     nothing = jnp.zeros((2, 21), bool)
@@ -105,7 +106,7 @@ def test_fully_and_almost_fully_masked_rows_are_finite(impl):
     assert np.all(np.isfinite(grad))
 
 
-@pytest.mark.parametrize("impl", ["materialized", "blockwise"])
+@pytest.mark.parametrize("impl", ["materialized", "compact", "blockwise"])
 def test_vmap_over_key_masks_equals_a_loop(impl):
     q, k, v = _qkv(4, 2, 19, 19, 1, 4)
     masks = _bernoulli(5, 0.5, (3, 19)).at[:, 0].set(True)
@@ -122,12 +123,19 @@ def test_vmap_over_key_masks_equals_a_loop(impl):
 
 
 def test_unknown_and_explicit_implementations_resolve_on_any_backend():
-    for name in ("materialized", "blockwise", "cudnn"):
+    for name in ("materialized", "compact", "blockwise", "cudnn"):
         assert attention.resolve_implementation(name, dtype=jnp.float32, head_dim=32) == name
     with pytest.raises(ValueError, match="unknown attention implementation 'flash'"):
         attention.resolve_implementation("flash", dtype=jnp.float32, head_dim=32)
-    # float32 never qualifies for cuDNN: "auto" falls back to blockwise everywhere.
+    # float32 never qualifies for cuDNN: "auto" falls back to compact for logits that fit in
+    # cache, else blockwise, everywhere.
     assert attention.resolve_implementation("auto", dtype=jnp.float32, head_dim=32) == "blockwise"
+    limit = attention.COMPACT_MAX_LOGITS
+    for n_logits, expected in ((limit, "compact"), (limit + 1, "blockwise")):
+        got = attention.resolve_implementation(
+            "auto", dtype=jnp.float32, head_dim=32, n_logits=n_logits
+        )
+        assert got == expected
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="asserts the CPU fallback of 'auto'")

@@ -13,6 +13,7 @@ from dina_jax.config import (
     config_path,
     get_base_config,
     load_config,
+    with_defaults,
 )
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -61,6 +62,18 @@ def test_paper_values_are_the_defaults():
     assert config.analysis.ablation.random_draws == 10
     assert config.analysis.ablation.ssim_target == 0.9
     assert config.eval.topk == (1, 5, 10)
+    assert config.model.image.block == "paper"  # Eq. 1-3 as printed
+
+
+def test_runs_recorded_before_the_block_field_keep_the_dsnet_block():
+    old = get_base_config().to_dict()
+    del old["model"]["image"]["block"]
+    assert with_defaults(old).model.image.block == "dsnet"  # the only form back then
+    for block in ("paper", "dsnet"):
+        recorded = get_base_config().to_dict()
+        recorded["model"]["image"]["block"] = block
+        assert with_defaults(recorded).model.image.block == block
+    assert with_defaults({"seed": 3}).model.image.block == "paper"
 
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)

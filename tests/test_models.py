@@ -2,6 +2,7 @@
 VGG / ViT encoders against float64 NumPy oracles, neuron masks as neuron deletion, pathway masking
 as zeroed fusion halves, pretrained-weight I/O."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,6 +25,7 @@ from dina_jax.models.baselines import VGG16Encoder, ViTEncoder
 from dina_jax.models.image_tower import (
     DepthwiseConv,
     DualStreamBlock,
+    PatchMerging,
     average_pool,
     depthwise_conv,
     upsample_linear,
@@ -93,9 +95,10 @@ def test_unknown_model_name_raises():
         build_model(config, 10)
 
 
-def _paper_params(name, n_neurons=10_000):
+def _paper_params(name, n_neurons=10_000, block="paper"):
     config = get_base_config()
     config.model.name = name
+    config.model.image.block = block
     model = build_model(config, n_neurons)
     images = jax.ShapeDtypeStruct((2, 68, 270), jnp.float32)
     responses = jax.ShapeDtypeStruct((2, n_neurons), jnp.float32)
@@ -104,21 +107,27 @@ def _paper_params(name, n_neurons=10_000):
     return config, variables["params"], outputs
 
 
-def _dsnet_count(image):
-    """Independent count of the DS-Net tower parameters from its layer list."""
+def _image_tower_count(image):
+    """Independent count of the image tower's parameters from its layer list."""
 
     def block(c, ratio):
         h = c // 2
         dense = lambda n_in, n_out: n_in * n_out + n_out  # noqa: E731
-        return (
-            10 * c  # position depth-wise conv 3 x 3 + bias
-            + 2 * c  # norm1
-            + dense(c, c)  # split projection
-            + 2 * h + 10 * h  # local norm, local 3 x 3 depth-wise conv
-            + 2 * h + dense(h, 3 * h) + dense(h, h)  # global norm, qkv, projection
-            + 2 * (2 * h + dense(h, 3 * h) + dense(h, h))  # co-attention, both streams
+        paper = (
+            2 * c  # norm1
+            + 10 * h  # local 3 x 3 depth-wise conv (Eq. 1)
+            + dense(h, 3 * h) + dense(h, h)  # global qkv, projection (Eq. 2-3)
+            + 2 * (dense(h, 3 * h) + dense(h, h))  # co-attention, both streams
             + dense(c, c)  # fuse
             + 2 * c + dense(c, ratio * c) + dense(ratio * c, c)  # norm2 + MLP
+        )  # fmt: skip
+        if image.block == "paper":
+            return paper
+        return (
+            paper
+            + 10 * c  # position depth-wise conv 3 x 3 + bias
+            + dense(c, c)  # split projection
+            + 2 * h + 2 * h + 2 * (2 * h)  # local, global and both co-attention norms
         )  # fmt: skip
 
     stem = image.stem_channels
@@ -145,7 +154,11 @@ def test_paper_size_dina_shapes_and_parameter_counts():
     n, d, hidden = 10_000, 32, 1024
     neural = 2 * n * d + 3 * d * d + n * hidden + hidden + hidden * 1024 + 1024
     assert _count(params["neural_tower"]) == neural == 11_933_696
-    assert _count(params["image_tower"]) == _dsnet_count(config.model.image) == 1_079_553
+    assert _count(params["image_tower"]) == _image_tower_count(config.model.image) == 991_169
+    # The PyTorch port's tower (../shared/peer: the same block, no stem/merge LayerNorms) has
+    # 990,785 = 991,169 - 2 * 64 - 2 * 128.
+    config, params, _ = _paper_params("dina", block="dsnet")
+    assert _count(params["image_tower"]) == _image_tower_count(config.model.image) == 1_079_553
 
 
 def test_paper_size_vgg16_mlp_parameter_counts():
@@ -343,8 +356,9 @@ def test_upsample_equals_jax_image_resize():
     np.testing.assert_allclose(upsample_linear(x, (32, 128)), expected, atol=ATOL)
 
 
-# Parameters of each dual-stream block that only one stream reads (image_tower.DualStreamBlock):
-# masking the other stream must make them irrelevant. Co-attention needs both streams.
+# Parameters of each dual-stream block that only one stream reads (image_tower.DualStreamBlock;
+# the norms exist in the "dsnet" form only): masking the other stream must make them irrelevant.
+# Co-attention needs both streams.
 CO_ATTENTION = tuple(f"co_{s}_{p}" for s in ("local", "global") for p in ("norm", "qkv", "proj"))
 STREAM_ONLY = {
     "global": ("global_norm", "global_qkv", "global_proj") + CO_ATTENTION,
@@ -373,7 +387,9 @@ def test_masked_pathway_ignores_the_parameters_of_the_dropped_stream(tiny_dina, 
     rng = _rng(13)
 
     def perturb(block):
-        for name in STREAM_ONLY[dropped]:
+        names = [name for name in STREAM_ONLY[dropped] if name in block]  # "paper": no norms
+        assert len(names) >= 3, names
+        for name in names:
             block[name] = jax.tree.map(lambda x: x + rng.normal(size=x.shape), block[name])
         return block
 
@@ -471,29 +487,36 @@ def _np_attention(q, k, v, heads):
     return out
 
 
-def _np_dual_stream_block(p, x, heads, pool, use_local=True, use_global=True):
-    """One DS-Net dual-stream block in float64, from the image_tower module docstring."""
+def _np_dual_stream_block(p, x, heads, pool, use_local=True, use_global=True, block="paper"):
+    """One dual-stream block in float64, from the image_tower module docstring: "paper" (Eq. 1-3
+    as printed) or "dsnet" (DS-Net's MixBlock)."""
     batch, height, width, channels = x.shape
     half = channels // 2
-    x = x + _np_depthwise(x, p["position"])  # conditional position encoding
-    y = _np_dense(_np_layer_norm(x, p["norm1"]), p["split_proj"])
+    dsnet = block == "dsnet"
+
+    def norm(x, name):  # the DS-Net block's extra LayerNorms; the paper's block has none
+        return _np_layer_norm(x, p[name]) if dsnet else x
+
+    if dsnet:
+        x = x + _np_depthwise(x, p["position"])  # conditional position encoding
+    y = _np_layer_norm(x, p["norm1"])
+    if dsnet:
+        y = _np_dense(y, p["split_proj"])
     f_l, f_g = y[..., :half], y[..., half:]
-    if use_local:  # Eq. 1
-        f_l = f_l + _np_depthwise(_np_layer_norm(f_l, p["local_norm"]), p["local_conv"])
+    if use_local:  # Eq. 1 (DS-Net: normed, residual)
+        conv = _np_depthwise(norm(f_l, "local_norm"), p["local_conv"])
+        f_l = f_l + conv if dsnet else conv
     local = f_l.reshape(batch, height * width, half)
-    if use_global:  # Eq. 2-3 on the average-pooled grid
+    if use_global:  # Eq. 2-3 on the average-pooled grid (DS-Net: normed, residual)
         gh, gw = height // pool, width // pool
         g = f_g.reshape(batch, gh, pool, gw, pool, half).mean(axis=(2, 4))
         g = g.reshape(batch, gh * gw, half)
-        q, k, v = np.split(_np_dense(_np_layer_norm(g, p["global_norm"]), p["global_qkv"]), 3, -1)
-        g = g + _np_dense(_np_attention(q, k, v, heads), p["global_proj"])
+        q, k, v = np.split(_np_dense(norm(g, "global_norm"), p["global_qkv"]), 3, -1)
+        attended = _np_dense(_np_attention(q, k, v, heads), p["global_proj"])
+        g = g + attended if dsnet else attended
     if use_local and use_global:  # co-attention, each stream with its own q/k/v
-        lq, lk, lv = np.split(
-            _np_dense(_np_layer_norm(local, p["co_local_norm"]), p["co_local_qkv"]), 3, -1
-        )
-        gq, gk, gv = np.split(
-            _np_dense(_np_layer_norm(g, p["co_global_norm"]), p["co_global_qkv"]), 3, -1
-        )
+        lq, lk, lv = np.split(_np_dense(norm(local, "co_local_norm"), p["co_local_qkv"]), 3, -1)
+        gq, gk, gv = np.split(_np_dense(norm(g, "co_global_norm"), p["co_global_qkv"]), 3, -1)
         a_l = local + _np_dense(_np_attention(lq, gk, gv, heads), p["co_local_proj"])
         a_g = g + _np_dense(_np_attention(gq, lk, lv, heads), p["co_global_proj"])
         local, g = a_l, a_g
@@ -521,13 +544,19 @@ def _randomized(params, seed, scale=0.3):
     return jax.tree_util.tree_map_with_path(draw, params)
 
 
+@pytest.mark.parametrize("form", ["paper", "dsnet"])
 @pytest.mark.parametrize(
     "pathways", [("local", "global"), ("local",), ("global",)], ids=lambda p: "+".join(p)
 )
-def test_dual_stream_block_matches_numpy_reference(pathways):
+def test_dual_stream_block_matches_numpy_reference(pathways, form):
     batch, size, channels, heads, pool = 2, 8, 8, 2, 4
     block = DualStreamBlock(
-        dim=channels, num_heads=heads, global_pool=pool, mlp_ratio=2, attention="materialized"
+        dim=channels,
+        num_heads=heads,
+        global_pool=pool,
+        mlp_ratio=2,
+        block=form,
+        attention="materialized",
     )
     x = _rng(16).standard_normal((batch, size, size, channels)).astype(np.float32)
     params = _randomized(block.init(jax.random.PRNGKey(6), x)["params"], 17)
@@ -536,7 +565,9 @@ def test_dual_stream_block_matches_numpy_reference(pathways):
         lambda p, x: block.apply({"params": p}, x, use_local=use_local, use_global=use_global)
     )(params, x)
     p64 = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
-    expected = _np_dual_stream_block(p64, x.astype(np.float64), heads, pool, use_local, use_global)
+    expected = _np_dual_stream_block(
+        p64, x.astype(np.float64), heads, pool, use_local, use_global, form
+    )
     assert out.shape == expected.shape == x.shape
     np.testing.assert_allclose(out, expected, atol=1e-4, rtol=1e-4)
 
@@ -830,3 +861,20 @@ def test_micro_batches_by_default_only_where_a_batch_leaves_the_cache():
     assert resolve_micro_batch(5, tiny) == 5
     with pytest.raises(ValueError, match="micro_batch"):
         resolve_micro_batch(-1, paper)
+
+
+def test_patch_merging_equals_the_stride_2_convolution():
+    # Same parameter tree and initialization as nn.Conv, and the same result.
+    x = jnp.asarray(_rng(40).standard_normal((2, 8, 12, 5)), jnp.float32)
+    conv = nn.Conv(7, (2, 2), strides=(2, 2), padding="SAME")
+    merge = PatchMerging(7, 2)
+    key = jax.random.PRNGKey(3)
+    params = conv.init(key, x)
+    assert jax.tree.map(jnp.shape, merge.init(key, x)) == jax.tree.map(jnp.shape, params)
+    np.testing.assert_allclose(merge.init(key, x)["params"]["kernel"], params["params"]["kernel"])
+    params = _randomized(params["params"], 41)
+    np.testing.assert_allclose(
+        merge.apply({"params": params}, x), conv.apply({"params": params}, x), atol=ATOL
+    )
+    with pytest.raises(ValueError, match="not divisible by the patch size 2"):
+        merge.init(key, x[:, :7])

@@ -14,20 +14,25 @@ The resize lives inside the model so that the occlusion analysis works on (and d
 through) the original 68 x 270 pixels; 64 x 256 keeps the 4:1 aspect ratio nearly isotropic and
 two stride-2 stages reach the paper's 16 x 64 grid.
 
-Dual-stream block (after DS-Net's MixBlock, Mao et al. 2021), on x (B, H, W, C):
+Dual-stream block, on x (B, H, W, C), in the form ``block`` selects. "paper" (the default) is
+Eq. 1-3 as printed, with DS-Net's co-attention, fusion and MLP around them:
 
-    x = x + DWConv3x3(x)                               conditional position encoding (DS-Net)
-    y = Dense_C(LN(x)); f_l, f_g = split(y)            channel split, C/2 each
+    f_l, f_g = split(LN(x))                            channel split, C/2 each
     intra-scale propagation
-      f_L = f_l + DWConv3x3(LN(f_l))                   local stream, full resolution (Eq. 1)
+      f_L = DWConv3x3(f_l)                             local stream, full resolution (Eq. 1)
       g   = AvgPool_p(f_g) as (B, H/p * W/p, C/2)      global stream, low resolution
-      f_G = g + Proj(MHSA(LN(g)))                      token self-attention (Eq. 2–3)
+      f_G = Proj(MHSA(g))                              token self-attention (Eq. 2-3)
     inter-scale co-attention (both directions, own q/k/v projections per stream)
       a_L = f_L + Proj(Attn(q = f_L, k/v = f_G))       local tokens attend to global tokens
       a_G = f_G + Proj(Attn(q = f_G, k/v = f_L))       global tokens attend to local tokens
     fusion
       x = x + Dense_C(concat(a_L, BilinearUp(a_G)))    1 x 1 fuse, pre-norm residual
       x = x + MLP(LN(x))                               C -> 4C -> C, GELU
+
+"dsnet" is DS-Net's MixBlock (Mao et al. 2021) in full: x = x + DWConv3x3(x) first (conditional
+position encoding), a 1 x 1 projection before the split, pre-norm residual streams
+(f_L = f_l + DWConv3x3(LN(f_l)), f_G = g + Proj(MHSA(LN(g)))) and LayerNorms on both
+co-attention inputs; 9% more parameters and ~25% more time at the paper's sizes.
 
 Decisions (DS-Net details the paper leaves open; also in docs/decisions.md):
 - LayerNorm everywhere (DS-Net uses BatchNorm in places); no dropout, no stochastic depth.
@@ -40,7 +45,8 @@ Decisions (DS-Net details the paper leaves open; also in docs/decisions.md):
   residually to its stream; the global stream is upsampled bilinearly to the local grid; the two
   halves are concatenated and fused by a 1 x 1 layer.
 - The stem is a 3 x 3 conv with stride 2 (overlapping, like a conv stem); patch merging is a 2 x 2
-  conv with stride 2 (as DS-Net's patch embedding); both followed by LayerNorm.
+  conv with stride 2 (as DS-Net's patch embedding), computed as a space-to-depth reshape and a
+  matmul (:class:`PatchMerging`); both followed by LayerNorm.
 - Pathway masking (Fig. 5a): ``pathways`` lists the streams kept. Masking a stream zeroes its half
   of the fusion input and drops its co-attention contribution to the other stream (the other
   stream then passes through its intra-scale propagation only), in every block. The residual
@@ -50,8 +56,8 @@ Decisions (DS-Net details the paper leaves open; also in docs/decisions.md):
 - Performance, same mathematics: the depth-wise convolutions are sums of shifted copies (XLA's
   grouped convolution is ~50x slower on CPU) with a custom VJP that stores only their input,
   the bilinear upsampling is two constant matmuls, the average pooling a reshape and a mean,
-  and the attentions use ``config.model.image.attention`` ("auto": blockwise on CPU, ~3x faster
-  than the materialized 4,096 x 64 co-attention at batch 32). On a CPU the batch goes through
+  and the attentions use ``config.model.image.attention`` ("auto": the compact kernel, a
+  materialized softmax with a hand-written backward, for these logits of at most 4,096 x 64). On a CPU the batch goes through
   the tower in micro-batches of 2 (``micro_batch``; a scan, each micro-batch rematerialized in
   the backward pass): a working set that stays in cache and the activations of 2 samples
   instead of the batch's (measurements in benchmarks/README.md). Small towers, whose batch
@@ -81,6 +87,15 @@ def parse_pathways(pathways: Sequence[str]) -> tuple[bool, bool]:
     if unknown:
         raise ValueError(f"unknown pathways {sorted(unknown)}; expected a subset of {PATHWAYS}")
     return "local" in pathways, "global" in pathways
+
+
+BLOCKS = ("paper", "dsnet")
+
+
+def check_block(block: str) -> None:
+    """Raises a one-line ValueError unless ``block`` names a dual-stream block form."""
+    if block not in BLOCKS:
+        raise ValueError(f"model.image.block must be one of {BLOCKS}; got {block!r}")
 
 
 def check_grayscale(images: jax.Array) -> None:
@@ -171,9 +186,10 @@ def _split_heads(tokens: jax.Array, num_heads: int) -> jax.Array:
 def _attend(q, k, v, num_heads, implementation, block_size):
     """Multi-head attention on (B, Tq, C), (B, Tk, C), (B, Tk, C) -> (B, Tq, C).
 
-    All implementations are exact. The co-attention matrices are 4,096 x 64 per head and sample;
-    on CPU the blockwise kernel (cache-sized chunks) runs them ~3x faster than the materialized
-    formula, which is why "auto" (blockwise on CPU) is the default here too.
+    All implementations are exact. The co-attention matrices are 4,096 x 64 per head and sample,
+    small enough for "auto" to take the compact kernel (the materialized softmax with a
+    hand-written backward): 1.5-2.8x faster forward + backward than the blockwise kernel at 2
+    samples per call on CPU.
     """
     out = attention_lib.dot_product_attention(
         _split_heads(q, num_heads),
@@ -255,6 +271,43 @@ def _depthwise_bwd(residuals, grad):
 depthwise_conv.defvjp(_depthwise_fwd, _depthwise_bwd)
 
 
+class PatchMerging(nn.Module):
+    """p x p convolution with stride p (non-overlapping patches), "SAME" padding, with bias.
+
+    Computed as a space-to-depth reshape and one matmul: the same parameters (kernel
+    (p, p, C_in, C_out), bias), initialization and result as ``nn.Conv(C_out, (p, p),
+    strides=(p, p), padding="SAME")`` on a grid divisible by p, where SAME pads nothing. XLA:CPU
+    lowers the convolution's kernel gradient to a naive loop that took 17% of the paper-size
+    image tower's forward + backward; the matmul's gradient is two matmuls.
+    """
+
+    features: int
+    patch: int = 2
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """x (B, H, W, C_in) -> (B, H / p, W / p, C_out)."""
+        batch, height, width, channels = x.shape
+        p = self.patch
+        if height % p or width % p:
+            raise ValueError(f"grid {height} x {width} is not divisible by the patch size {p}")
+        kernel = self.param(
+            "kernel",
+            nn.initializers.lecun_normal(),
+            (p, p, channels, self.features),
+            self.param_dtype,
+        )
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), self.param_dtype)
+        patches = x.astype(self.dtype).reshape(batch, height // p, p, width // p, p, channels)
+        patches = patches.transpose(0, 1, 3, 2, 4, 5).reshape(
+            batch, height // p, width // p, p * p * channels
+        )  # (row, col, channel) order, as the kernel's (p, p, C_in) axes
+        weights = kernel.astype(self.dtype).reshape(p * p * channels, self.features)
+        return patches @ weights + bias.astype(self.dtype)
+
+
 class DualStreamBlock(nn.Module):
     """One dual-stream block (DS-Net MixBlock with LayerNorm); see the module docstring.
 
@@ -271,6 +324,7 @@ class DualStreamBlock(nn.Module):
     global_pool: int = 8
     mlp_ratio: int = 4
     local_kernel: int = 3
+    block: str = "paper"
     attention: str = "auto"
     block_size: int = 512
     dtype: Any = jnp.float32
@@ -286,6 +340,7 @@ class DualStreamBlock(nn.Module):
             raise ValueError(f"block of width {self.dim} with {self.num_heads} heads got {x.shape}")
         if height % pool or width % pool:
             raise ValueError(f"grid {height} x {width} is not divisible by global_pool {pool}")
+        check_block(self.block)
         kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
         norm = {"dtype": self.dtype, "param_dtype": self.param_dtype}
 
@@ -295,36 +350,40 @@ class DualStreamBlock(nn.Module):
         def attend(q, k, v):
             return _attend(q, k, v, self.num_heads, self.attention, self.block_size)
 
-        x = x + depthwise("position", 3)(x)
+        dsnet = self.block == "dsnet"
+        if dsnet:
+            x = x + depthwise("position", 3)(x)
         residual = x
-        y = nn.Dense(channels, name="split_proj", **kw)(nn.LayerNorm(name="norm1", **norm)(x))
+        y = nn.LayerNorm(name="norm1", **norm)(x)
+        if dsnet:
+            y = nn.Dense(channels, name="split_proj", **kw)(y)
         f_local, f_global = y[..., :half], y[..., half:]  # (B, H, W, C/2) each
 
         # Intra-scale propagation.
-        if use_local:
+        if use_local and dsnet:
             f_local = f_local + depthwise("local_conv", self.local_kernel)(
                 nn.LayerNorm(name="local_norm", **norm)(f_local)
-            )  # Eq. 1
+            )
+        elif use_local:
+            f_local = depthwise("local_conv", self.local_kernel)(f_local)  # Eq. 1
         if use_global:
             g = average_pool(f_global, pool)  # (B, H/p, W/p, C/2)
             grid = g.shape[1:3]
             g = g.reshape(batch, -1, half)  # (B, T_g, C/2)
-            qkv = nn.Dense(3 * half, name="global_qkv", **kw)(
-                nn.LayerNorm(name="global_norm", **norm)(g)
-            )
-            g = g + nn.Dense(half, name="global_proj", **kw)(
-                attend(*jnp.split(qkv, 3, axis=-1))
-            )  # Eq. 2–3
+            inputs = nn.LayerNorm(name="global_norm", **norm)(g) if dsnet else g
+            qkv = nn.Dense(3 * half, name="global_qkv", **kw)(inputs)
+            attended = nn.Dense(half, name="global_proj", **kw)(attend(*jnp.split(qkv, 3, axis=-1)))
+            g = g + attended if dsnet else attended  # Eq. 2–3
 
         # Inter-scale co-attention: each direction exists only if both streams do.
         local_tokens = f_local.reshape(batch, -1, half)  # (B, H*W, C/2)
         if use_local and use_global:
-            local_qkv = nn.Dense(3 * half, name="co_local_qkv", **kw)(
-                nn.LayerNorm(name="co_local_norm", **norm)(local_tokens)
-            )
-            global_qkv = nn.Dense(3 * half, name="co_global_qkv", **kw)(
-                nn.LayerNorm(name="co_global_norm", **norm)(g)
-            )
+            local_in, global_in = local_tokens, g
+            if dsnet:
+                local_in = nn.LayerNorm(name="co_local_norm", **norm)(local_in)
+                global_in = nn.LayerNorm(name="co_global_norm", **norm)(global_in)
+            local_qkv = nn.Dense(3 * half, name="co_local_qkv", **kw)(local_in)
+            global_qkv = nn.Dense(3 * half, name="co_global_qkv", **kw)(global_in)
             lq, lk, lv = jnp.split(local_qkv, 3, axis=-1)
             gq, gk, gv = jnp.split(global_qkv, 3, axis=-1)
             local_tokens = local_tokens + nn.Dense(half, name="co_local_proj", **kw)(
@@ -381,6 +440,7 @@ class ImageTower(nn.Module):
     global_pool: int = 8
     mlp_ratio: int = 4
     local_kernel: int = 3
+    block: str = "paper"
     head_hidden: int = 64
     stem_kernel: int = 3
     merge_kernel: int = 2
@@ -446,10 +506,14 @@ class ImageTower(nn.Module):
             zip(self.channels, self.depths, self.num_heads, strict=True)
         ):
             if stage > 0:
-                merge = (self.merge_kernel, self.merge_kernel)
-                x = nn.Conv(
-                    width, merge, strides=(2, 2), padding="SAME", name=f"merge{stage}", **kw
-                )(x)  # (B, H, W, C_prev) -> (B, H/2, W/2, C)
+                if self.merge_kernel == 2:  # non-overlapping 2 x 2 patches, as a matmul
+                    merge = PatchMerging(width, 2, name=f"merge{stage}", **kw)
+                else:
+                    kernel = (self.merge_kernel, self.merge_kernel)
+                    merge = nn.Conv(
+                        width, kernel, strides=(2, 2), padding="SAME", name=f"merge{stage}", **kw
+                    )
+                x = merge(x)  # (B, H, W, C_prev) -> (B, H/2, W/2, C)
                 x = nn.LayerNorm(name=f"merge{stage}_norm", **kw)(x)
             elif x.shape[-1] != width:
                 x = nn.Dense(width, name="stem_proj", **kw)(x)
@@ -460,6 +524,7 @@ class ImageTower(nn.Module):
                     global_pool=self.global_pool,
                     mlp_ratio=self.mlp_ratio,
                     local_kernel=self.local_kernel,
+                    block=self.block,
                     attention=self.attention,
                     block_size=self.block_size,
                     name=f"stage{stage + 1}_block{index + 1}",
