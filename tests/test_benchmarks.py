@@ -29,3 +29,25 @@ def test_accelerator_script_runs_at_cpu_size():
         assert "examples/s" in row and "GFLOP/step" in row and "loss nan" not in row
     (occ,) = [line for line in lines if line.startswith("occlusion map")]
     assert "64 centres" in occ and "map in [0.00, 1.00]" in occ
+
+
+def test_image_tower_profile_attributes_the_op_time_to_layers():
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    result = subprocess.run(
+        [sys.executable, "benchmarks/profile_image_tower.py", "--config", "tiny", "--batch", "4"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("device: 1 x cpu") and "block paper, batch 4" in lines[0]
+    layers = lines[lines.index("-- by layer") + 1 :]
+    shares = [float(line.split("%")[0].split()[-1]) for line in layers]
+    assert 0 < sum(shares) <= 100.5
+    # Both stages own some of the time.
+    named = " ".join(layers)
+    assert "stage1_block1/" in named and "stage2_block1/" in named

@@ -57,11 +57,11 @@ Decisions (DS-Net details the paper leaves open; also in docs/decisions.md):
   grouped convolution is ~50x slower on CPU) with a custom VJP that stores only their input,
   the bilinear upsampling is two constant matmuls, the average pooling a reshape and a mean,
   and the attentions use ``config.model.image.attention`` ("auto": the compact kernel, a
-  materialized softmax with a hand-written backward, for these logits of at most 4,096 x 64). On a CPU the batch goes through
-  the tower in micro-batches of 2 (``micro_batch``; a scan, each micro-batch rematerialized in
-  the backward pass): a working set that stays in cache and the activations of 2 samples
-  instead of the batch's (measurements in benchmarks/README.md). Small towers, whose batch
-  already fits in cache, go through whole.
+  materialized softmax with a hand-written backward, for these logits of at most 4,096 x 64).
+  On a CPU the batch goes through the tower in micro-batches of 2 (``micro_batch``; a scan,
+  each micro-batch rematerialized in the backward pass): a working set that stays in cache
+  and the activations of 2 samples instead of the batch's (measurements in
+  benchmarks/README.md). Small towers, whose batch already fits in cache, go through whole.
 """
 
 from __future__ import annotations
