@@ -22,6 +22,9 @@ def test_every_variant_and_mouse_overrides_existing_fields(tiny_config):
     assert not literal.model.neural.residual and literal.train.ema_decay == 0.0
     assert literal.optim.neural.weight_decay == 0.0 and literal.train.responses == "mean"
     assert literal.data.synthetic.frac_complex == 0.5 and literal.data.synthetic.seed == 1
+    assert literal.model.image.block == "dsnet"  # as the runs before the block field had it
+    full = ablations.run_config(load_config("synthetic"), "literal_paper_block", "A", 0, "/c")
+    assert full.model.image.block == "paper" and not full.model.neural.residual
 
 
 def test_demo_variant_is_the_shipped_demo():
