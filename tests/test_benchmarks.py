@@ -1,5 +1,5 @@
-"""benchmarks/accelerator.py runs its code paths at CPU size (--small), so it cannot rot before a
-session that has a GPU."""
+"""The benchmark scripts run at CPU size, so they cannot rot: benchmarks/accelerator.py (--small)
+before a session that has a GPU, and the image-tower profile."""
 
 import os
 import subprocess
@@ -8,19 +8,19 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_accelerator_script_runs_at_cpu_size():
+def _run_script(*args, timeout=900):
+    """Runs ``python *args`` from the repository root on one CPU device; its stdout lines."""
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
     result = subprocess.run(
-        [sys.executable, "benchmarks/accelerator.py", "--small", "--steps", "1"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    lines = result.stdout.splitlines()
+    return result.stdout.splitlines()
+
+
+def test_accelerator_script_runs_at_cpu_size():
+    lines = _run_script("benchmarks/accelerator.py", "--small", "--steps", "1")
     assert lines[0].startswith("device: 1 x cpu")
     agreement = [line for line in lines if line.startswith("attention agreement")]
     assert len(agreement) == 2 and all("max |diff|" in line for line in agreement)
@@ -32,18 +32,7 @@ def test_accelerator_script_runs_at_cpu_size():
 
 
 def test_image_tower_profile_attributes_the_op_time_to_layers():
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
-    result = subprocess.run(
-        [sys.executable, "benchmarks/profile_image_tower.py", "--config", "tiny", "--batch", "4"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    lines = result.stdout.splitlines()
+    lines = _run_script("benchmarks/profile_image_tower.py", "--config", "tiny", "--batch", "4")
     assert lines[0].startswith("device: 1 x cpu") and "block paper, batch 4" in lines[0]
     layers = lines[lines.index("-- by layer") + 1 :]
     shares = [float(line.split("%")[0].split()[-1]) for line in layers]
