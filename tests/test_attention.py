@@ -127,8 +127,8 @@ def test_unknown_and_explicit_implementations_resolve_on_any_backend():
         assert attention.resolve_implementation(name, dtype=jnp.float32, head_dim=32) == name
     with pytest.raises(ValueError, match="unknown attention implementation 'flash'"):
         attention.resolve_implementation("flash", dtype=jnp.float32, head_dim=32)
-    # float32 never qualifies for cuDNN: "auto" falls back to compact for logits that fit in
-    # cache, else blockwise, everywhere.
+    # float32 never qualifies for cuDNN: "auto" falls back to compact for a call whose logits
+    # fit in cache, else blockwise, everywhere.
     assert attention.resolve_implementation("auto", dtype=jnp.float32, head_dim=32) == "blockwise"
     limit = attention.COMPACT_MAX_LOGITS
     for n_logits, expected in ((limit, "compact"), (limit + 1, "blockwise")):

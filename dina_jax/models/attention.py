@@ -14,9 +14,9 @@ with four interchangeable implementations selected by a string (``config.model.n
 ``"compact"``
     The materialized formula with a hand-written backward pass that reuses the stored
     probabilities (dS = P * (dP - rowsum(dO * O))) instead of autodiff's chain through the
-    softmax. For attentions whose (Nq, Nk) logits fit in cache: the image tower's co-attention
-    (4,096 local tokens against 64 global ones, either way round) runs 1.5-2.8x faster forward
-    + backward than blockwise at 2 samples per call (benchmarks/README.md).
+    softmax. For attentions whose logits fit in cache: the image tower's co-attention (4,096
+    local tokens against 64 global ones, either way round) runs 1.5-2.8x faster forward +
+    backward than blockwise at 2 samples per call (benchmarks/README.md).
 ``"blockwise"``
     FlashAttention-style online softmax (Milakov & Gimelshein 2018; Rabe & Staats 2021; Dao 2023):
     ``lax.map`` over query blocks, ``lax.scan`` over key blocks. Blocks are balanced (N = 10,000
@@ -35,8 +35,8 @@ with four interchangeable implementations selected by a string (``config.model.n
     only, float16/bfloat16 only). A key mask is folded into one extra feature column of q and k
     (a -1e4 logit bias for excluded keys) so that no N x N mask is ever built.
 ``"auto"``
-    ``"cudnn"`` on a GPU when dtype and head size allow it, else ``"compact"`` when one
-    (sample, head)'s logits have at most :data:`COMPACT_MAX_LOGITS` entries, else
+    ``"cudnn"`` on a GPU when dtype and head size allow it, else ``"compact"`` when the call's
+    logits (B x H x Nq x Nk) have at most :data:`COMPACT_MAX_LOGITS` entries, else
     ``"blockwise"``.
 
 Shapes follow ``jax.nn.dot_product_attention``: q (B, Nq, H, D), k (B, Nk, H, D),
@@ -59,10 +59,12 @@ from jax import lax
 
 IMPLEMENTATIONS = ("auto", "materialized", "compact", "blockwise", "cudnn")
 
-# "auto" (off the cuDNN path) takes the compact kernel when one (sample, head)'s logits have at
-# most this many entries (1 MB in float32: the image tower's co-attention, 4,096 x 64), where
-# they fit the caches and the blockwise kernel's loops cost more than they save.
-COMPACT_MAX_LOGITS = 4096 * 64
+# "auto" (off the cuDNN path) takes the compact kernel when the call's logits (B x H x Nq x Nk)
+# have at most this many entries (4 MB in float32: the paper-size co-attention of a CPU
+# micro-batch, 2 samples x 2 heads x 4,096 x 64), where they fit the caches and the blockwise
+# kernel's loops cost more than they save. The demo's whole batch of 32 through the same shapes
+# (33 MB of logits) is faster blockwise (0.58 against 0.62 s per step).
+COMPACT_MAX_LOGITS = 2 * 2 * 4096 * 64
 
 # Logit bias of an excluded key in the cuDNN path: exp(-1e4) is 0 in every float format, and 1e4
 # is representable in float16.
@@ -80,7 +82,8 @@ def resolve_implementation(
       implementation: one of :data:`IMPLEMENTATIONS`.
       dtype: dtype of q/k/v.
       head_dim: D, the per-head feature size of q and k.
-      n_logits: Nq * Nk of one (sample, head); None: unknown (never "compact").
+      n_logits: B * H * Nq * Nk, the size of the call's logits; None: unknown (never
+        "compact").
     """
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(
@@ -142,7 +145,10 @@ def dot_product_attention(
     scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
     mask = _broadcast_key_mask(key_mask, batch, k.shape[1])
     implementation = resolve_implementation(
-        implementation, dtype=q.dtype, head_dim=head_dim, n_logits=q.shape[1] * k.shape[1]
+        implementation,
+        dtype=q.dtype,
+        head_dim=head_dim,
+        n_logits=batch * heads * q.shape[1] * k.shape[1],
     )
     if implementation == "materialized":
         return _materialized_attention(q * scale, k, v, None if key_mask is None else mask)

@@ -57,7 +57,8 @@ Decisions (DS-Net details the paper leaves open; also in docs/decisions.md):
   grouped convolution is ~50x slower on CPU) with a custom VJP that stores only their input,
   the bilinear upsampling is two constant matmuls, the average pooling a reshape and a mean,
   and the attentions use ``config.model.image.attention`` ("auto": the compact kernel, a
-  materialized softmax with a hand-written backward, for these logits of at most 4,096 x 64).
+  materialized softmax with a hand-written backward, where a call's logits fit in cache, as in
+  a paper-size micro-batch; else blockwise).
   On a CPU the batch goes through the tower in micro-batches of 2 (``micro_batch``; a scan,
   each micro-batch rematerialized in the backward pass): a working set that stays in cache
   and the activations of 2 samples instead of the batch's (measurements in
@@ -186,10 +187,10 @@ def _split_heads(tokens: jax.Array, num_heads: int) -> jax.Array:
 def _attend(q, k, v, num_heads, implementation, block_size):
     """Multi-head attention on (B, Tq, C), (B, Tk, C), (B, Tk, C) -> (B, Tq, C).
 
-    All implementations are exact. The co-attention matrices are 4,096 x 64 per head and sample,
-    small enough for "auto" to take the compact kernel (the materialized softmax with a
-    hand-written backward): 1.5-2.8x faster forward + backward than the blockwise kernel at 2
-    samples per call on CPU.
+    All implementations are exact. The co-attention matrices are 4,096 x 64 per head and sample:
+    for a micro-batch of 2 samples "auto" takes the compact kernel (the materialized softmax
+    with a hand-written backward), 1.5-2.8x faster forward + backward than the blockwise kernel
+    on CPU; for a whole batch of 32 (the demo's narrow tower) the blockwise one.
     """
     out = attention_lib.dot_product_attention(
         _split_heads(q, num_heads),
