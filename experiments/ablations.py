@@ -93,6 +93,9 @@ VARIANTS = {
     # Budget: the learning curve to convergence, and shorter budgets (the schedule follows it).
     "demo_e48": {**DEMO, "train.num_epochs": 48, "train.patience": 12},
     "demo_e16": {**DEMO, "train.num_epochs": 16, "train.patience": 4},
+    # The 48-epoch curve was still falling when its cosine schedule ended (validation loss 0.38
+    # at epoch 41): twice that, to see where the plateau is.
+    "demo_e96": {**DEMO, "train.num_epochs": 96, "train.patience": 24},
     "demo_e8": {**DEMO, **EIGHT_EPOCHS},
     "demo_e8_d32": {**DEMO, **EIGHT_EPOCHS, "model.neural.d_model": 32},
     # W_Q, W_K at a tenth of LeCun's scale: the attention starts near uniform.
@@ -168,6 +171,7 @@ PLAN = (
     ("literal", "B", (0, 1, 2)),
     ("demo_e48", "A", (0,)),  # the learning curve to convergence sets the demo's budget
     ("literal_paper_block", "A", (0, 1, 2)),
+    ("demo_e96", "A", (0,)),
     ("demo_paper_block", "A", (0, 1)),
     ("demo", "B", (0, 1, 2)),
     *(("demo", mouse, (0,)) for mouse in "CDEFG"),
