@@ -171,8 +171,8 @@ PLAN = (
     ("literal", "B", (0, 1, 2)),
     ("demo_e48", "A", (0,)),  # the learning curve to convergence sets the demo's budget
     ("literal_paper_block", "A", (0, 1, 2)),
-    ("demo_e96", "A", (0,)),
     ("demo_paper_block", "A", (0, 1)),
+    ("demo_e96", "A", (0,)),
     ("demo", "B", (0, 1, 2)),
     *(("demo", mouse, (0,)) for mouse in "CDEFG"),
     *((variant, "A", (0, 1)) for variant in ("demo_skip", "demo_no_ema")),
