@@ -147,8 +147,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     # neuron 1/N) or "none" (no attention output): the last two are controls that measure what
     # the attention scores and the attention contribute (analysis.attention_contribution).
     neural.mixer = "softmax"
-    # Population attention: "auto" (cuDNN flash on GPU when it applies, else blockwise),
-    # "blockwise" (O(N) memory online softmax), "materialized" (plain N x N), "cudnn".
+    # Population attention: "auto" (cuDNN flash on GPU when it applies, else "compact" for logits
+    # of at most 4 MB per call, else blockwise), "blockwise" (O(N) memory online softmax),
+    # "compact" (materialized, hand-written backward), "materialized" (plain N x N), "cudnn".
     neural.attention = "auto"
     neural.block_size = 512  # Max query/key block of the blockwise population attention.
     # Initialization scales (the paper gives none): w^emb ~ N(0, embedding_init_std^2), and
