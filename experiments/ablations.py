@@ -172,6 +172,7 @@ PLAN = (
     ("demo_e48", "A", (0,)),  # the learning curve to convergence sets the demo's budget
     ("literal_paper_block", "A", (0, 1, 2)),
     ("demo_paper_block", "A", (0, 1)),
+    ("demo_e48", "A", (1, 2)),  # does the 48-epoch budget also carry seed 1 (6.1% at 24)?
     ("demo_e96", "A", (0,)),
     ("demo", "B", (0, 1, 2)),
     *(("demo", mouse, (0,)) for mouse in "CDEFG"),
