@@ -323,6 +323,8 @@ class ConfigError(ValueError):
 
 DATA_SOURCES = ("files", "synthetic")
 DTYPES = ("float32", "bfloat16")
+IMAGE_BLOCKS = ("paper", "dsnet")  # models/image_tower.BLOCKS
+ATTENTIONS = ("auto", "materialized", "compact", "blockwise", "cudnn")  # models/attention
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -369,6 +371,19 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         int(data.n_spont_pcs) >= 0, "data.n_spont_pcs", "must be >= 0", "32 as the authors, or 0"
     )
     require(config.model.dtype in DTYPES, "model.dtype", f"is not one of {DTYPES}", "use float32")
+    require(
+        config.model.image.block in IMAGE_BLOCKS,
+        "model.image.block",
+        f"is not one of {IMAGE_BLOCKS}",
+        "paper: Eq. 1-3 as printed; dsnet: DS-Net's full block",
+    )
+    for tower in ("image", "neural", "vit"):
+        require(
+            config.model[tower].attention in ATTENTIONS,
+            f"model.{tower}.attention",
+            f"is not one of {ATTENTIONS}",
+            "auto picks the fastest exact one",
+        )
     temperature = float(config.loss.temperature)
     require(
         temperature > 0.0 and temperature == temperature and temperature != float("inf"),

@@ -302,3 +302,10 @@ def test_attention_histogram_unbatched_and_out_of_range():
     assert counts.shape == (12,) and moments["count"].shape == ()
     np.testing.assert_array_equal(counts, ref_counts[0])
     assert int(moments["count"]) == ref_moments[0]["count"] == 900
+
+
+def test_the_config_checks_name_every_implementation_and_block():
+    from dina_jax.config import ATTENTIONS, IMAGE_BLOCKS
+    from dina_jax.models.image_tower import BLOCKS
+
+    assert ATTENTIONS == attention.IMPLEMENTATIONS and IMAGE_BLOCKS == BLOCKS

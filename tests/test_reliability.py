@@ -217,6 +217,8 @@ def test_resuming_with_another_optimizer_ema_or_data_option_is_refused(tiny_conf
         ("--config.model.name=nope", ("model.name='nope'", "'dina'")),
         ("--config.data.test_fraction=2", ("data.test_fraction=2.0", "(0, 1)")),
         ("--config.loss.temperature=0", ("loss.temperature=0.0", "positive")),
+        ("--config.model.image.block=ds-net", ("model.image.block='ds-net'", "'dsnet'")),
+        ("--config.model.neural.attention=flash", ("model.neural.attention='flash'", "compact")),
         (
             "--config.train.checkpoint_every_minutes=-1",
             ("train.checkpoint_every_minutes=-1.0", ">= 0"),

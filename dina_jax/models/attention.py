@@ -57,7 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-IMPLEMENTATIONS = ("auto", "materialized", "compact", "blockwise", "cudnn")
+IMPLEMENTATIONS = ("auto", "materialized", "compact", "blockwise", "cudnn")  # config.ATTENTIONS
 
 # "auto" (off the cuDNN path) takes the compact kernel when the call's logits (B x H x Nq x Nk)
 # have at most this many entries (4 MB in float32: the paper-size co-attention of a CPU

@@ -90,7 +90,7 @@ def parse_pathways(pathways: Sequence[str]) -> tuple[bool, bool]:
     return "local" in pathways, "global" in pathways
 
 
-BLOCKS = ("paper", "dsnet")
+BLOCKS = ("paper", "dsnet")  # config.IMAGE_BLOCKS, checked before a run starts
 
 
 def check_block(block: str) -> None:
