@@ -323,8 +323,9 @@ class ConfigError(ValueError):
 
 DATA_SOURCES = ("files", "synthetic")
 DTYPES = ("float32", "bfloat16")
-IMAGE_BLOCKS = ("paper", "dsnet")  # models/image_tower.BLOCKS
-ATTENTIONS = ("auto", "materialized", "compact", "blockwise", "cudnn")  # models/attention
+IMAGE_BLOCKS = ("paper", "dsnet")  # models/image_tower.py: the dual-stream block's forms
+# models/attention.py: the implementations of dot_product_attention.
+ATTENTIONS = ("auto", "materialized", "compact", "blockwise", "cudnn")
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:

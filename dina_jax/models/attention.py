@@ -57,7 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-IMPLEMENTATIONS = ("auto", "materialized", "compact", "blockwise", "cudnn")  # config.ATTENTIONS
+from dina_jax.config import ATTENTIONS as IMPLEMENTATIONS  # the names the config check accepts
 
 # "auto" (off the cuDNN path) takes the compact kernel when the call's logits (B x H x Nq x Nk)
 # have at most this many entries (4 MB in float32: the paper-size co-attention of a CPU
@@ -207,36 +207,35 @@ def _masked_softmax(logits: jax.Array, mask: jax.Array) -> jax.Array:
     return unnormalized / jnp.where(total > 0, total, 1.0)
 
 
-def _materialized_attention(q, k, v, mask):
-    """q pre-scaled (B, Nq, H, D); mask (B, Nk) bool or None -> (B, Nq, H, Dv)."""
+def _probabilities_and_output(q, k, v, mask):
+    """q pre-scaled (B, Nq, H, D); mask (B, Nk) bool or None -> float32 (out (B, Nq, H, Dv),
+    probabilities (B, H, Nq, Nk))."""
     logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
     if mask is None:
-        probs = jax.nn.softmax(logits, axis=-1)  # (B, H, Nq, Nk)
+        probs = jax.nn.softmax(logits, axis=-1)
     else:
         probs = _masked_softmax(logits, mask[:, None, None, :])
     out = jnp.einsum("bhqk,bkhd->bqhd", probs, v.astype(jnp.float32))
-    return out.astype(q.dtype)
+    return out, probs
+
+
+def _materialized_attention(q, k, v, mask):
+    """q pre-scaled (B, Nq, H, D); mask (B, Nk) bool or None -> (B, Nq, H, Dv)."""
+    return _probabilities_and_output(q, k, v, mask)[0].astype(q.dtype)
 
 
 # ------------------------------------------------------------- compact (materialized, own VJP)
-
-
-def _compact_forward(q, k, v, mask):
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
-    probs = _masked_softmax(logits, mask[:, None, None, :])  # (B, H, Nq, Nk)
-    out = jnp.einsum("bhqk,bkhd->bqhd", probs, v.astype(jnp.float32))
-    return out, probs
 
 
 @jax.custom_vjp
 def _compact_attention(q, k, v, mask):
     """q pre-scaled (B, Nq, H, D), k (B, Nk, H, D), v (B, Nk, H, Dv), mask (B, Nk) bool ->
     (B, Nq, H, Dv) float32."""
-    return _compact_forward(q, k, v, mask)[0]
+    return _probabilities_and_output(q, k, v, mask)[0]
 
 
 def _compact_fwd(q, k, v, mask):
-    out, probs = _compact_forward(q, k, v, mask)
+    out, probs = _probabilities_and_output(q, k, v, mask)
     return out, (q, k, v, mask, probs, out)
 
 

@@ -75,6 +75,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dina_jax.config import IMAGE_BLOCKS as BLOCKS  # the forms the config check accepts
 from dina_jax.models import attention as attention_lib
 
 PATHWAYS = ("local", "global")
@@ -88,9 +89,6 @@ def parse_pathways(pathways: Sequence[str]) -> tuple[bool, bool]:
     if unknown:
         raise ValueError(f"unknown pathways {sorted(unknown)}; expected a subset of {PATHWAYS}")
     return "local" in pathways, "global" in pathways
-
-
-BLOCKS = ("paper", "dsnet")  # config.IMAGE_BLOCKS, checked before a run starts
 
 
 def check_block(block: str) -> None:
