@@ -73,3 +73,14 @@ def test_report_aggregates_mean_and_sample_sd_per_group():
         literal["dina_top1"]["n"] == 1 and literal["dina_top1"]["sd"] != literal["dina_top1"]["sd"]
     )
     assert literal["removed_top1"]["n"] == 0  # no residual, no "removed" control
+
+
+def test_shards_split_the_whole_plan_once_whatever_has_finished():
+    plan = ablations.PLANS["main"]
+    runs = [(v, m, s) for v, m, seeds in plan for s in seeds]
+    shards = [ablations.shard_runs(plan, f"{i}/3") for i in range(3)]
+    assert sorted(sum(shards, [])) == sorted(runs) and len(set(runs)) == len(runs)
+    assert ablations.shard_runs(plan, "0/1") == runs
+    for bad in ("2/2", "a/2", "1"):
+        with pytest.raises(ValueError, match="--shard"):
+            ablations.shard_runs(plan, bad)
