@@ -84,3 +84,33 @@ def test_shards_split_the_whole_plan_once_whatever_has_finished():
     for bad in ("2/2", "a/2", "1"):
         with pytest.raises(ValueError, match="--shard"):
             ablations.shard_runs(plan, bad)
+
+
+def test_markdown_table_formats_mean_and_sd_and_replaces_only_its_block():
+    runs = [
+        _run("demo", 0, 0.2, 0.1, removed=0.1),
+        _run("demo", 1, 0.4, 0.3, removed=0.3),
+        _run("literal", 0, 0.05, 0.1),
+    ]
+    table_md = ablations.markdown_table(ablations.aggregate(runs))
+    demo, literal = table_md.splitlines()[2:4]  # VARIANTS order: demo before literal
+    assert "(`demo`) | A | 8 | 0,1 | 30.0 ± 14.1 / 60.0 ± 28.3 / 90.0 ± 42.4 | 5.0 ± 7.1 |" in demo
+    assert "(`literal`) | A | 8 | 0 | 5.0 / 10.0 / 15.0 | 0.0 | 10.0 | 1.00 |" in literal
+    text = f"before\n{ablations.TABLE_BEGIN}\nold rows\n{ablations.TABLE_END}\nafter\n"
+    new = ablations.replace_generated_table(text, table_md)
+    assert new.startswith("before\n") and new.endswith(f"{ablations.TABLE_END}\nafter\n")
+    assert "old rows" not in new and table_md in new
+    with pytest.raises(ValueError, match="block"):
+        ablations.replace_generated_table("no markers", table_md)
+
+
+def test_decisions_table_is_generated_from_the_committed_summaries():
+    """docs/decisions.md shows exactly what the summaries in experiments/results hold."""
+    import json
+
+    runs = [json.loads(p.read_text()) for p in sorted(ablations.RESULTS.glob("*.json"))]
+    table_md = ablations.markdown_table(ablations.aggregate([r for r in runs if "variant" in r]))
+    text = ablations.DECISIONS.read_text()
+    assert ablations.replace_generated_table(text, table_md) == text, (
+        "run `python experiments/ablations.py --report` after adding summaries"
+    )
