@@ -28,6 +28,7 @@ from dina_jax.models.image_tower import (
     PatchMerging,
     average_pool,
     depthwise_conv,
+    normalize_and_resize,
     upsample_linear,
 )
 
@@ -348,6 +349,26 @@ def test_micro_batched_image_tower_equals_the_whole_batch(tiny_config, remat, pa
     np.testing.assert_allclose(maps, expected_maps, atol=ATOL)
     for got, expected in zip(jax.tree.leaves(grads), jax.tree.leaves(expected_grads), strict=True):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_input_resize_equals_jax_image_resize_with_antialiasing():
+    """normalize_and_resize's constant matmuls = the library's antialiased bilinear resize,
+    values and gradients with respect to the pixels, down- and upsampling."""
+
+    def library(images, hw):
+        x = (images - 3.0) / 2.0
+        return jax.image.resize(x, (x.shape[0], *hw), "linear", antialias=True)[..., None]
+
+    for shape, hw in (((2, 68, 270), (64, 256)), ((1, 40, 9), (13, 20)), ((1, 64, 256), (64, 256))):
+        images = jnp.asarray(_rng(7).normal(3.0, 2.0, shape), jnp.float32)
+        got = normalize_and_resize(images, 3.0, 2.0, hw, jnp.float32)
+        np.testing.assert_allclose(got, library(images, hw), atol=ATOL)
+        weights = jnp.asarray(_rng(8).standard_normal(got.shape), jnp.float32)
+        grads = [
+            jax.grad(lambda x, f=f, hw=hw, w=weights: jnp.sum(f(x, hw) * w))(images)
+            for f in (lambda x, hw: normalize_and_resize(x, 3.0, 2.0, hw, jnp.float32), library)
+        ]
+        np.testing.assert_allclose(*grads, atol=ATOL)
 
 
 def test_upsample_equals_jax_image_resize():
