@@ -10,11 +10,12 @@ prints the table for docs/decisions.md.
 Variants (``VARIANTS``; each sets the recipe's toggles explicitly, so that a summary keeps its
 meaning whatever configs/synthetic.py holds):
 
-  demo             configs/synthetic.py: Eq. 7 without a skip, EMA, halves, weight decay on the
-                   weight matrices only, 24 epochs; demo_skip / demo_no_ema /
-                   demo_no_weight_decay / demo_no_halves change one addition; demo_e8/16/48/96
-                   other budgets, demo_e48_skip / _no_ema / _no_weight_decay / _no_halves the
-                   additions at 48 epochs
+  demo             the demo's recipe (Eq. 7 without a skip, EMA, halves, weight decay on the
+                   weight matrices only) at 24 epochs, the demo until 2026-12-06;
+                   demo_skip / demo_no_ema / demo_no_weight_decay / demo_no_halves change one
+                   addition; demo_e8/16/96 other budgets
+  demo_e48         configs/synthetic.py: the same recipe at 48 epochs; demo_e48_skip / _no_ema /
+                   _no_weight_decay / _no_halves change one addition
   skip             the previous demo: a skip around the attention, EMA, weight decay on every
                    neural leaf, halves, 8 epochs; skip_no_* switch one addition off
   literal          the paper's model (no skip, no EMA, no neural weight decay, stimulus means)
@@ -74,9 +75,9 @@ LITERAL = {
     "optim.neural.weight_decay": 0.0,
     "train.responses": "mean",
 }
-# The demo (configs/synthetic.py): Eq. 7 as printed, so every neuron reaches the readout through
-# the attention, with the EMA, the halves and a weight decay that spares the per-neuron
-# embeddings (whose size scales the attention logits quadratically), 24 epochs.
+# The demo's recipe: Eq. 7 as printed, so every neuron reaches the readout through the
+# attention, with the EMA, the halves and a weight decay that spares the per-neuron embeddings
+# (whose size scales the attention logits quadratically); 24 epochs, the demo until 2026-12-06.
 DEMO = {
     **SKIP,
     "model.neural.residual": False,
@@ -85,8 +86,9 @@ DEMO = {
     "train.patience": 6,
 }
 EIGHT_EPOCHS = {"train.num_epochs": 8, "train.patience": 3}
-# The demo's recipe trained twice as long: at 24 epochs it stops at the validation loss this
-# schedule reaches by epoch 13 (mouse A, seed 0: 42.5% top-1 against 68.6% at 48 epochs).
+# The demo (configs/synthetic.py since 2026-12-06): the recipe trained twice as long; at 24
+# epochs it stops at the validation loss this schedule reaches by epoch 13 (mouse A, seed 0:
+# 42.5% top-1 against 68.6% at 48 epochs).
 DEMO_E48 = {**DEMO, "train.num_epochs": 48, "train.patience": 12}
 VARIANTS = {
     "demo": DEMO,
@@ -173,12 +175,12 @@ MICE = {
 }
 # What each variant is, for the generated table in docs/decisions.md (--report).
 DESCRIPTIONS = {
-    "demo": "demo: Eq. 7, EMA, halves, decay on kernels",
+    "demo": "demo recipe (Eq. 7, EMA, halves, decay on kernels), 24 epochs",
     "demo_skip": "demo + skip around the attention",
     "demo_no_ema": "demo, no EMA",
     "demo_no_weight_decay": "demo, no neural weight decay",
     "demo_no_halves": "demo, stimulus means",
-    "demo_e48": "demo recipe, 48 epochs",
+    "demo_e48": "**demo** (configs/synthetic.py): demo recipe, 48 epochs",
     "demo_e48_skip": "demo recipe 48 ep. + skip",
     "demo_e48_no_ema": "demo recipe 48 ep., no EMA",
     "demo_e48_no_weight_decay": "demo recipe 48 ep., no neural weight decay",

@@ -28,10 +28,12 @@ def test_every_variant_and_mouse_overrides_existing_fields(tiny_config):
 
 
 def test_demo_variant_is_the_shipped_demo():
-    """The "demo" rows measure configs/synthetic.py itself, on its own simulated mouse."""
+    """The "demo_e48" rows measure configs/synthetic.py itself, on its own simulated mouse."""
     shipped = load_config("synthetic")
-    demo = ablations.run_config(shipped, "demo", "A", shipped.seed, shipped.data.cache_dir)
+    demo = ablations.run_config(shipped, "demo_e48", "A", shipped.seed, shipped.data.cache_dir)
     assert demo.to_dict() == shipped.to_dict()
+    earlier = ablations.run_config(shipped, "demo", "A", 0, shipped.data.cache_dir)
+    assert earlier.train.num_epochs == 24 and earlier.model.neural.residual is False
     skip = ablations.run_config(shipped, "skip", "A", 0, "/tmp/cache")
     assert skip.model.neural.residual and skip.optim.neural.weight_decay_on == "all"
 
