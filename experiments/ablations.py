@@ -497,9 +497,41 @@ def replace_generated_table(text: str, table_md: str) -> str:
     return text[: begin + len(TABLE_BEGIN)] + "\n\n" + table_md + "\n" + text[end:]
 
 
+# The demo's budgets, for the learning-curve figure of docs/decisions.md (mouse A).
+CURVE_VARIANTS = ("demo_e8", "demo_e16", "demo", "demo_e48", "demo_e96")
+CURVE_FIGURE = DECISIONS.parent / "figures" / "demo_learning_curves.png"
+
+
+def plot_learning_curves(runs: list[dict], path: pathlib.Path) -> list[str]:
+    """Validation loss and whole-split validation top-1 per epoch of the demo's budgets on
+    mouse A, one line per run; returns the names of the runs drawn."""
+    from matplotlib.figure import Figure
+
+    drawn = [r for r in runs if r["variant"] in CURVE_VARIANTS and r["mouse"] == "A"]
+    drawn.sort(key=lambda r: (CURVE_VARIANTS.index(r["variant"]), r["seed"]))
+    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    loss_ax, top1_ax = fig.subplots(1, 2)
+    colours = dict(zip(CURVE_VARIANTS, ("C0", "C1", "C2", "C3", "C4"), strict=True))
+    styles = ("-", "--", ":")
+    for r in drawn:
+        curve = r["curve"]
+        epochs = np.arange(1, len(curve["val_loss"]) + 1)
+        top1 = [np.nan if v is None else 100 * v for v in curve["val_retrieval_top1"]]
+        kw = {"color": colours[r["variant"]], "linestyle": styles[r["seed"] % 3], "lw": 1.2}
+        label = f"{r['epochs_budget']} epochs, seed {r['seed']}"
+        loss_ax.plot(epochs, curve["val_loss"], label=label, **kw)
+        top1_ax.plot(epochs, top1, **kw)
+    loss_ax.set(xlabel="epoch", ylabel="validation loss (InfoNCE)", title="Demo, mouse A")
+    top1_ax.set(xlabel="epoch", ylabel="validation top-1 % (whole split)")
+    loss_ax.legend(fontsize=7, ncol=2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return [r["name"] for r in drawn]
+
+
 def report() -> dict:
-    """Aggregates the summaries in ``--results`` into ablations.json, prints the table and
-    rewrites the generated table in docs/decisions.md."""
+    """Aggregates the summaries in ``--results`` into ablations.json, prints the table,
+    rewrites the generated table in docs/decisions.md and draws the demo's learning curves."""
     results = pathlib.Path(_RESULTS.value)
     runs = [json.loads(p.read_text()) for p in sorted(results.glob("*.json"))]
     runs = [r for r in runs if "variant" in r]
@@ -510,6 +542,7 @@ def report() -> dict:
     print(table_md)
     if DECISIONS.exists():
         DECISIONS.write_text(replace_generated_table(DECISIONS.read_text(), table_md))
+        plot_learning_curves(runs, CURVE_FIGURE)
     return {"groups": table}
 
 

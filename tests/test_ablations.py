@@ -116,3 +116,17 @@ def test_decisions_table_is_generated_from_the_committed_summaries():
     assert ablations.replace_generated_table(text, table_md) == text, (
         "run `python experiments/ablations.py --report` after adding summaries"
     )
+
+
+def test_learning_curve_figure_draws_the_demo_budgets_on_mouse_a(tmp_path):
+    runs = []
+    for variant, seed in (("demo_e48", 1), ("demo", 0), ("literal", 0)):
+        run = _run(variant, seed, 0.3, 0.2)
+        run["name"] = f"{variant}-A-seed{seed}"
+        run["curve"] = {"val_loss": [3.0, 2.0, 1.5], "val_retrieval_top1": [0.01, None, 0.2]}
+        runs.append(run)
+    runs.append({**runs[0], "mouse": "B", "name": "demo_e48-B-seed1"})
+    path = tmp_path / "figures" / "curves.png"
+    drawn = ablations.plot_learning_curves(runs, path)
+    assert drawn == ["demo-A-seed0", "demo_e48-A-seed1"]  # budget order; other mice, variants out
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
