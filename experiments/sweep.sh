@@ -13,7 +13,7 @@ while pgrep -f "experiments/ablations.py --root workdirs/ablations" > /dev/null;
 for plan in robust recipe main explore; do
   for ((i = 0; i < shards; i++)); do
     pin=()
-    if ((shards > 1)); then pin=(taskset -c "$((i % $(nproc)))"); fi
+    if ((shards > 1)) && command -v taskset > /dev/null; then pin=(taskset -c "$((i % $(nproc)))"); fi
     "${pin[@]}" "$python" experiments/ablations.py --root workdirs/ablations --plan "$plan" \
       --shard "$i/$shards" 2>&1 | sed -u "s/^/[$i] /" &
   done
