@@ -115,12 +115,10 @@ def normalize_and_resize(
     """
     check_grayscale(images)
     x = (images.astype(jnp.float32) - image_mean) / image_std
-    rows = _linear_resize_matrix(x.shape[1], resize_hw[0], antialias=True)
-    cols = _linear_resize_matrix(x.shape[2], resize_hw[1], antialias=True)
-    x = jnp.einsum(
-        "Hh,Ww,bhw->bHW", rows, cols, x, precision=jax.lax.Precision.HIGHEST
-    )  # (B, 68, 270) -> (B, 64, 256)
-    return x[..., None].astype(dtype)
+    x = resize_linear(
+        x[..., None], resize_hw, antialias=True, precision=jax.lax.Precision.HIGHEST
+    )  # (B, 68, 270, 1) -> (B, 64, 256, 1)
+    return x.astype(dtype)
 
 
 # Samples per micro-batch on a CPU. At the paper's sizes one sample's stage-1 activations are
@@ -162,15 +160,22 @@ def _linear_resize_matrix(n_in: int, n_out: int, antialias: bool = False) -> np.
     return (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def upsample_linear(x: jax.Array, size: Sequence[int]) -> jax.Array:
+def resize_linear(
+    x: jax.Array, size: Sequence[int], antialias: bool = False, precision=None
+) -> jax.Array:
     """Bilinear resize of (B, h, w, C) to (B, H, W, C) as two small matmuls.
 
-    Same result as ``jax.image.resize(x, (B, H, W, C), "linear")`` for upsampling, but the
-    interpolation weights are NumPy constants, which compiles and runs faster on CPU.
+    Same result as ``jax.image.resize(x, (B, H, W, C), "linear", antialias=antialias)``, but
+    the interpolation weights are NumPy constants, which compiles and runs faster on CPU.
     """
-    rows = jnp.asarray(_linear_resize_matrix(x.shape[1], size[0]), x.dtype)
-    cols = jnp.asarray(_linear_resize_matrix(x.shape[2], size[1]), x.dtype)
-    return jnp.einsum("Hh,Ww,bhwc->bHWc", rows, cols, x)
+    rows = jnp.asarray(_linear_resize_matrix(x.shape[1], size[0], antialias), x.dtype)
+    cols = jnp.asarray(_linear_resize_matrix(x.shape[2], size[1], antialias), x.dtype)
+    return jnp.einsum("Hh,Ww,bhwc->bHWc", rows, cols, x, precision=precision)
+
+
+def upsample_linear(x: jax.Array, size: Sequence[int]) -> jax.Array:
+    """Bilinear upsampling of (B, h, w, C) to (B, H, W, C): :func:`resize_linear`."""
+    return resize_linear(x, size)
 
 
 def average_pool(x: jax.Array, pool: int) -> jax.Array:
