@@ -106,14 +106,39 @@ def test_markdown_table_formats_mean_and_sd_and_replaces_only_its_block():
         ablations.replace_generated_table("no markers", table_md)
 
 
-def test_decisions_table_is_generated_from_the_committed_summaries():
+def test_mice_table_compares_with_ridge_per_mouse_and_per_cell_mix():
+    runs = []
+    for mouse, top1, ridge in (("B", 0.5, 0.6), ("D", 0.3, 0.2), ("C", 0.7, 0.3), ("A", 0.1, 0)):
+        run = _run("demo_e48", 0, top1, ridge)
+        run["mouse"] = mouse
+        runs.append(run)
+    runs.append(_run("literal", 0, 0.9, 0.1))  # another variant: not in the table
+    lines = ablations.mice_table(ablations.aggregate(runs)).splitlines()
+    # Header, A B C D, then the 50% and 80% mixes of the mice other than the demo's own A.
+    assert len(lines) == 2 + 4 + 2
+    a, b, c, d, half, most = lines[2:]
+    assert a.startswith("| A | 0 | 80% | 0 | 10.0 / 20.0 / 30.0 |")
+    assert b.startswith("| B | 1 | 50% | 0 | 50.0 / 100.0 / 150.0 | 60.0 / 60.0 / 60.0 | -10.0 |")
+    assert c.startswith("| C | 1 | 80% | 0 | 70.0 / 140.0 / 210.0 | 30.0 / 30.0 / 30.0 | +40.0 |")
+    assert d.startswith("| D | 2 | 50% |")
+    # 50%: B and D, mean and sample sd of their top-1 (0.5, 0.3) and of the gaps (-0.1, +0.1).
+    assert half.startswith("| **50% complex, mean ± sd over 2 mice (B, D)** | | | | 40.0 ± 14.1 /")
+    assert "| 0.0 ± 14.1 |" in half
+    assert most.startswith("| **80% complex, mean ± sd over 1 mouse (C)** | | | | 70.0 /")
+
+
+def test_decisions_tables_are_generated_from_the_committed_summaries():
     """docs/decisions.md shows exactly what the summaries in experiments/results hold."""
     import json
 
     runs = [json.loads(p.read_text()) for p in sorted(ablations.RESULTS.glob("*.json"))]
-    table_md = ablations.markdown_table(ablations.aggregate([r for r in runs if "variant" in r]))
+    table = ablations.aggregate([r for r in runs if "variant" in r])
     text = ablations.DECISIONS.read_text()
-    assert ablations.replace_generated_table(text, table_md) == text, (
+    regenerated = ablations.replace_generated_table(text, ablations.markdown_table(table))
+    regenerated = ablations.replace_generated_table(
+        regenerated, ablations.mice_table(table), ablations.MICE_BEGIN, ablations.MICE_END
+    )
+    assert regenerated == text, (
         "run `python experiments/ablations.py --report` after adding summaries"
     )
 
