@@ -32,7 +32,7 @@ def test_accelerator_script_runs_at_cpu_size():
 
 
 def test_image_tower_profile_attributes_the_op_time_to_layers():
-    lines = _run_script("benchmarks/profile_image_tower.py", "--config", "tiny", "--batch", "4")
+    lines = _run_script("benchmarks/op_profile.py", "--config", "tiny", "--batch", "4")
     assert lines[0].startswith("device: 1 x cpu") and "block paper, batch 4" in lines[0]
     layers = lines[lines.index("-- by layer") + 1 :]
     shares = [float(line.split("%")[0].split()[-1]) for line in layers]
@@ -40,3 +40,40 @@ def test_image_tower_profile_attributes_the_op_time_to_layers():
     # Both stages own some of the time.
     named = " ".join(layers)
     assert "stage1_block1/" in named and "stage2_block1/" in named
+
+
+def test_op_profile_names_fusions_by_their_first_op_and_splits_a_step_by_tower():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import op_profile
+
+    hlo = "\n".join(
+        [
+            "%fused_computation.17 (p0: f32[4,8], p1: f32[4,8]) -> f32[4,4] {",
+            '  %dot.3 = f32[4,4]{1,0} dot(%p0, %p1), metadata={op_name="jit(f)/a/dot_general"}',
+            "}",
+            "%wrapper.2 (p0: f32[4,8]) -> f32[4,4] {",
+            "  %ynn_fusion.17 = f32[4,4]{1,0} fusion(%p0, %p0), calls=%fused_computation.17",
+            "}",
+            "%body.9 (p: f32[4,8]) -> f32[4,8] {",
+            "  ROOT %dot.124 = f32[4,8]{1,0} dot(%p, %p), lhs_contracting_dims={0}",
+            "}",
+            "ENTRY %main.5 (x: f32[4,8]) -> f32[4,4] {",
+            "  %call.1 = f32[4,4]{1,0} call(%x), to_apply=%wrapper.2",
+            '  %exp.4 = f32[4,8]{1,0} exponential(%x), metadata={op_name="jit(f)/b/exp"}',
+            "  %while.7 = f32[4,8]{1,0} while(%x), condition=%cond.8, body=%body.9, "
+            'metadata={op_name="jit(f)/c/while"}',
+            "}",
+        ]
+    )
+    names = op_profile.op_names(hlo)
+    assert names["exp.4"] == "jit(f)/b/exp"
+    assert names["ynn_fusion.17"] == "jit(f)/a/dot_general"  # from the computation it calls
+    assert names["call.1"] == "jit(f)/a/dot_general"  # through a call of a call
+    assert names["dot.124"] == "jit(f)/c/while"  # unnamed in a loop body: the loop's name
+    tower = "jit(_fun)/jvp(DualTower)/DualTower.encode_{}/{}_tower/"
+    image = tower.format("images", "image") + "image_tower.encode/stage1_block2/mlp_in/dot"
+    neural = tower.format("neurons", "neural") + "population_attention/while/body/exp"
+    assert op_profile.step_layer_of(image) == ("image/stage1_block2/mlp_in", "image/mlp_in")
+    assert op_profile.step_layer_of(neural)[0] == "neural/population_attention"
+    assert op_profile.step_layer_of("jit(_fun)/jvp()/log_softmax/sub")[0] == "loss"
+    assert op_profile.step_layer_of("flat_args[12]/add")[0] == "optimizer"
