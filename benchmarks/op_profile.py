@@ -2,6 +2,7 @@
 
     python benchmarks/op_profile.py                         # image tower, paper size, batch 32
     python benchmarks/op_profile.py --block dsnet           # DS-Net's full block
+    python benchmarks/op_profile.py --set model.image.micro_batch=32 --set model.image.remat=False
     python benchmarks/op_profile.py --config tiny --batch 4 --top 8
     python benchmarks/op_profile.py --step --config synthetic   # the demo's whole train step
 
@@ -24,6 +25,7 @@ folder.
 from __future__ import annotations
 
 import argparse
+import ast
 import collections
 import glob
 import gzip
@@ -136,6 +138,17 @@ def op_durations(trace_dir: str) -> list[tuple[str, float]]:
     ]
 
 
+def _override(text: str) -> tuple[str, object]:
+    """ "a.b=value" -> ("a.b", value as a Python literal, else the string)."""
+    field, sep, value = text.partition("=")
+    if not sep:
+        raise SystemExit(f"--set {text!r}: expected FIELD=VALUE")
+    try:
+        return field, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return field, value
+
+
 def _image_tower_gradient(config, batch: int):
     """(jitted gradient of InfoNCE w.r.t. the image tower, its arguments)."""
     model = dina_jax.build_model(config, 8, image_mean=0.0, image_std=1.0)
@@ -178,13 +191,20 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="base", help="config name or file (default: base)")
     parser.add_argument("--block", choices=("paper", "dsnet"), help="model.image.block")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="config override, e.g. model.image.micro_batch=32 (repeatable; Python literals)",
+    )
     parser.add_argument("--batch", type=int, default=0, help="0: 32, or the config's with --step")
     parser.add_argument("--step", action="store_true", help="the whole train step of --config")
     parser.add_argument("--neurons", type=int, default=0, help="--step: 0 = the config's")
     parser.add_argument("--top", type=int, default=20, help="rows per table")
     args = parser.parse_args(argv)
 
-    config = dina_jax.load_config(args.config)
+    config = dina_jax.load_config(args.config, dict(map(_override, args.set)))
     if args.block:
         config.model.image.block = args.block
     if args.step:
