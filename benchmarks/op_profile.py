@@ -12,14 +12,14 @@ train step of ``--config`` (both towers, the loss, the optimizers; random inputs
 batch and simulated neuron count unless ``--batch`` / ``--neurons`` say otherwise). It runs the
 program once to warm up, traces one more call, and sums the duration of every XLA op of that call
 by the layer that emitted it (the ``op_name`` metadata of the compiled HLO:
-``stage1_block2/mlp_in``, ``merge1``, the attention einsums, ...; a fusion without metadata, such
-as XLA:CPU's YNNPACK fusions, takes the name of the first op inside it). Prints three tables: by
-kind of sub-layer (all blocks together), by HLO op type, and by layer. In ``--step`` mode layers
-are prefixed ``image/``, ``neural/``, ``loss`` (the InfoNCE and what autodiff adds around the
-towers) and ``optimizer`` (the update and everything else outside the towers); ops that carry no
-name at all are listed as ``(no op_name)``. Op time is summed
-over XLA's threads, so it can exceed the wall time. Nothing is written outside a temporary
-folder.
+``stage1_block2/mlp_in``, ``merge1``, the attention einsums, ...; an op without metadata, such
+as XLA:CPU's YNNPACK fusions, takes the name of the first op inside it, else that of the loop or
+fusion around it: :func:`op_names`). Prints three tables: by kind of sub-layer (all blocks
+together), by HLO op type, and by layer. In ``--step`` mode layers are prefixed ``image/``,
+``neural/``, ``loss`` (the InfoNCE and what autodiff adds around the towers) and ``optimizer``
+(the update and everything else outside the towers); ops that carry no name at all are listed
+as ``(no op_name)``. Op time is summed over XLA's threads, so it can exceed the wall time.
+Nothing is written outside a temporary folder.
 """
 
 from __future__ import annotations
@@ -166,25 +166,12 @@ def _image_tower_gradient(config, batch: int):
 
 
 def _train_step(config, batch: int, neurons: int):
-    """(the loop's pmapped train step over the local devices, its arguments): random inputs,
-    the real model and optimizer (as benchmarks/train_step.py builds them)."""
-    from dina_jax.training import optim
-    from dina_jax.training import state as state_lib
-    from dina_jax.training import step as step_lib
+    """(the loop's pmapped train step over the local devices, its arguments), as
+    benchmarks/train_step.py builds and times it."""
+    from train_step import build_train_step  # benchmarks/, beside this script
 
-    n = neurons or int(config.data.synthetic.n_neurons)
-    n_dev = jax.local_device_count()
-    rng = np.random.default_rng(0)
-    images = rng.random((n_dev, batch // n_dev, *config.model.input_hw), dtype=np.float32)
-    responses = rng.normal(size=(n_dev, batch // n_dev, n)).astype(np.float32)
-    model = dina_jax.build_model(config, n, image_mean=0.5, image_std=0.25)
-    state = state_lib.create_train_state(config, model, jax.random.PRNGKey(0), 100)
-    step = step_lib.pmapped_train_step(
-        float(config.loss.temperature),
-        optim.make_schedules(config, 100),
-        centre_neural=bool(config.loss.centre_neural),
-    )
-    return step, (step_lib.replicate(state), images, responses)
+    step, args, _ = build_train_step(config, neurons or int(config.data.synthetic.n_neurons), batch)
+    return step, args
 
 
 def main(argv=None) -> int:

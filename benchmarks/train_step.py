@@ -51,6 +51,33 @@ def size_setup(name: str, paper_batch: int):
     raise ValueError(f"unknown size {name!r}; expected tiny, synthetic or paper")
 
 
+def build_train_step(config, n_neurons: int, batch: int):
+    """The loop's pmapped train step for ``config`` over all local devices, on random inputs.
+
+    Returns ``(step, args, n_params)``: the pmapped step (state donated), its arguments (the
+    replicated state of the real model and optimizer, then the images and responses split over
+    the devices) and the parameter count of each tower.
+    """
+    n_dev = jax.local_device_count()
+    if batch % n_dev:
+        raise ValueError(f"batch {batch} does not split over {n_dev} devices")
+    rng = np.random.default_rng(0)
+    images = rng.random((n_dev, batch // n_dev, *config.model.input_hw), dtype=np.float32)
+    responses = rng.normal(size=(n_dev, batch // n_dev, n_neurons)).astype(np.float32)
+    model = build_model(config, n_neurons, image_mean=0.5, image_std=0.25)
+    state = state_lib.create_train_state(config, model, jax.random.PRNGKey(0), 100)
+    n_params = {
+        tower: sum(leaf.size for leaf in jax.tree.leaves(state.params[tower]))
+        for tower in ("image_tower", "neural_tower")
+    }
+    step = step_lib.pmapped_train_step(
+        float(config.loss.temperature),
+        optim.make_schedules(config, 100),
+        centre_neural=bool(config.loss.centre_neural),
+    )
+    return step, (step_lib.replicate(state), images, responses), n_params
+
+
 def time_train_step(config, n_neurons: int, batch: int, steps: int) -> dict:
     """Compiles the loop's pmapped train step for ``config`` and times ``steps`` calls.
 
@@ -59,25 +86,7 @@ def time_train_step(config, n_neurons: int, batch: int, steps: int) -> dict:
     cost analysis of the per-device program; None where the backend gives none), ``loss`` and
     the parameter counts ``params_image`` / ``params_neural``.
     """
-    n_dev = jax.local_device_count()
-    if batch % n_dev:
-        raise ValueError(f"batch {batch} does not split over {n_dev} devices")
-    rng = np.random.default_rng(0)
-    images = rng.random((batch, *config.model.input_hw), dtype=np.float32)
-    responses = rng.normal(size=(batch, n_neurons)).astype(np.float32)
-    model = build_model(config, n_neurons, image_mean=0.5, image_std=0.25)
-    state = state_lib.create_train_state(config, model, jax.random.PRNGKey(0), 100)
-    n_params = {
-        tower: sum(leaf.size for leaf in jax.tree.leaves(state.params[tower]))
-        for tower in ("image_tower", "neural_tower")
-    }
-    schedules = optim.make_schedules(config, 100)
-    p_train = step_lib.pmapped_train_step(float(config.loss.temperature), schedules)
-    rstate = step_lib.replicate(state)
-    shards = (
-        images.reshape(n_dev, batch // n_dev, *images.shape[1:]),
-        responses.reshape(n_dev, batch // n_dev, n_neurons),
-    )
+    p_train, (rstate, *shards), n_params = build_train_step(config, n_neurons, batch)
     start = time.perf_counter()
     compiled = p_train.lower(rstate, *shards).compile()
     compile_s = time.perf_counter() - start
