@@ -479,6 +479,11 @@ def _cell(stat: dict, percent: bool = True, digits: int = 1) -> str:
     return text + (f" ± {scale * stat['sd']:.{digits}f}" if stat["n"] > 1 else "")
 
 
+def _topk_cells(row: dict, source: str) -> str:
+    """Top-1 / top-5 / top-10 of ``source`` ("dina" or "ridge") in an aggregated row."""
+    return " / ".join(_cell(row[f"{source}_{k}"]) for k in ("top1", "top5", "top10"))
+
+
 def markdown_table(table: list[dict]) -> str:
     """The aggregated rows as the markdown table of docs/decisions.md, in the order of VARIANTS."""
     order = {variant: i for i, variant in enumerate(VARIANTS)}
@@ -490,7 +495,7 @@ def markdown_table(table: list[dict]) -> str:
     )
     lines = []
     for r in rows:
-        retrieval = " / ".join(_cell(r[f"dina_{k}"]) for k in ("top1", "top5", "top10"))
+        retrieval = _topk_cells(r, "dina")
         lines.append(
             f"| {DESCRIPTIONS.get(r['variant'], r['variant'])} (`{r['variant']}`) | {r['mouse']} "
             f"| {r['epochs']} | {','.join(map(str, r['seeds']))} | {retrieval} "
@@ -528,34 +533,32 @@ def mice_table(table: list[dict], variant: str = MICE_VARIANT) -> str:
         " | top-1 %, uniform attention |\n"
         "|---|---|---|---|---|---|---|---|---|\n"
     )
+
+    def gap(row):
+        return row["dina_top1"]["mean"] - row["ridge_top1"]["mean"]
+
     lines, mixes = [], {}
     for mouse in sorted(rows):
         r, sim = rows[mouse], MICE[mouse]
         frac = sim["data.synthetic.frac_complex"]
-        gap = r["dina_top1"]["mean"] - r["ridge_top1"]["mean"]
         if mouse != "A":  # the demo's own mouse: shown, not averaged with the others
-            mixes.setdefault(frac, []).append((mouse, r, gap))
-        dina = " / ".join(_cell(r[f"dina_{k}"]) for k in ("top1", "top5", "top10"))
-        ridge = " / ".join(_cell(r[f"ridge_{k}"]) for k in ("top1", "top5", "top10"))
+            mixes.setdefault(frac, []).append(mouse)
         lines.append(
             f"| {mouse} | {sim['data.synthetic.seed']} | {100 * frac:.0f}% "
-            f"| {','.join(map(str, r['seeds']))} | {dina} | {ridge} | {100 * gap:+.1f} "
+            f"| {','.join(map(str, r['seeds']))} | {_topk_cells(r, 'dina')} "
+            f"| {_topk_cells(r, 'ridge')} | {100 * gap(r):+.1f} "
             f"| {_cell(r['dina_mean_rank'], percent=False)} | {_cell(r['uniform_top1'])} |"
         )
-    for frac, members in sorted(mixes.items()):
-        names = ", ".join(m for m, _, _ in members)
-
-        def over(key, members=members):
-            return _cell(_stats(r[key]["mean"] for _, r, _ in members))
-
-        dina = " / ".join(over(f"dina_{k}") for k in ("top1", "top5", "top10"))
-        ridge = " / ".join(over(f"ridge_{k}") for k in ("top1", "top5", "top10"))
-        gap = _cell(_stats(g for _, _, g in members))
-        rank = _cell(_stats(r["dina_mean_rank"]["mean"] for _, r, _ in members), percent=False)
+    keys = [f"{s}_{k}" for s in ("dina", "ridge") for k in ("top1", "top5", "top10", "mean_rank")]
+    for frac, mice in sorted(mixes.items()):
+        # Over the mice: the mean and sd of their per-mouse means.
+        mix = {key: _stats(rows[m][key]["mean"] for m in mice) for key in [*keys, "uniform_top1"]}
         lines.append(
-            f"| **{100 * frac:.0f}% complex, mean ± sd over {len(members)} "
-            f"{'mouse' if len(members) == 1 else 'mice'} ({names})** "
-            f"| | | | {dina} | {ridge} | {gap} | {rank} | {over('uniform_top1')} |"
+            f"| **{100 * frac:.0f}% complex, mean ± sd over {len(mice)} "
+            f"{'mouse' if len(mice) == 1 else 'mice'} ({', '.join(mice)})** "
+            f"| | | | {_topk_cells(mix, 'dina')} | {_topk_cells(mix, 'ridge')} "
+            f"| {_cell(_stats(gap(rows[m]) for m in mice))} "
+            f"| {_cell(mix['dina_mean_rank'], percent=False)} | {_cell(mix['uniform_top1'])} |"
         )
     return head + "\n".join(lines) + "\n"
 
