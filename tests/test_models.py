@@ -29,7 +29,7 @@ from dina_jax.models.image_tower import (
     average_pool,
     depthwise_conv,
     normalize_and_resize,
-    upsample_linear,
+    resize_linear,
 )
 
 N_TINY = 12
@@ -374,7 +374,7 @@ def test_input_resize_equals_jax_image_resize_with_antialiasing():
 def test_upsample_equals_jax_image_resize():
     x = jnp.asarray(_rng(6).standard_normal((2, 4, 16, 3)), jnp.float32)
     expected = jax.image.resize(x, (2, 32, 128, 3), method="linear")
-    np.testing.assert_allclose(upsample_linear(x, (32, 128)), expected, atol=ATOL)
+    np.testing.assert_allclose(resize_linear(x, (32, 128)), expected, atol=ATOL)
 
 
 # Parameters of each dual-stream block that only one stream reads (image_tower.DualStreamBlock;

@@ -173,11 +173,6 @@ def resize_linear(
     return jnp.einsum("Hh,Ww,bhwc->bHWc", rows, cols, x, precision=precision)
 
 
-def upsample_linear(x: jax.Array, size: Sequence[int]) -> jax.Array:
-    """Bilinear upsampling of (B, h, w, C) to (B, H, W, C): :func:`resize_linear`."""
-    return resize_linear(x, size)
-
-
 def average_pool(x: jax.Array, pool: int) -> jax.Array:
     """Non-overlapping p x p average pooling of (B, H, W, C), H and W divisible by p.
 
@@ -412,7 +407,7 @@ class DualStreamBlock(nn.Module):
             local_out = jnp.zeros((batch, height, width, half), x.dtype)
         if use_global:
             g = g.reshape(batch, *grid, half)
-            global_out = upsample_linear(g, (height, width))  # (B, H/p, W/p, C/2) -> (B, H, W, C/2)
+            global_out = resize_linear(g, (height, width))  # (B, H/p, W/p, C/2) -> (B, H, W, C/2)
         else:
             global_out = jnp.zeros((batch, height, width, half), x.dtype)
         fused = jnp.concatenate([local_out, global_out], axis=-1)
