@@ -77,3 +77,26 @@ def test_op_profile_names_fusions_by_their_first_op_and_splits_a_step_by_tower()
     assert op_profile.step_layer_of(neural)[0] == "neural/population_attention"
     assert op_profile.step_layer_of("jit(_fun)/jvp()/log_softmax/sub")[0] == "loss"
     assert op_profile.step_layer_of("flat_args[12]/add")[0] == "optimizer"
+
+
+def test_matmul_peak_counts_flops_as_xla_does_and_reports_every_shape():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import jax
+    import jax.numpy as jnp
+    import matmul_peak
+
+    subscripts = {"nn": "mk,kn->mn", "nt": "mk,nk->mn", "tn": "km,kn->mn"}
+    for _, lhs, rhs, kind in matmul_peak.SHAPES:
+        if lhs[0] * lhs[1] > 1 << 20:  # the square product compiles slowly; its count is m k n too
+            continue
+        lowered = jax.jit(lambda a, b, s=subscripts[kind]: jnp.einsum(s, a, b)).lower(
+            jax.ShapeDtypeStruct(lhs, jnp.float32), jax.ShapeDtypeStruct(rhs, jnp.float32)
+        )
+        cost = lowered.compile().cost_analysis()
+        cost = cost[0] if isinstance(cost, list) else cost
+        assert cost["flops"] == matmul_peak.flops(lhs, rhs, kind), (lhs, rhs, kind)
+
+    lines = _run_script("benchmarks/matmul_peak.py", "--reps", "1", "--rounds", "1")
+    rows = [line for line in lines if "GFLOP/s" in line]
+    assert len(rows) == len(matmul_peak.SHAPES)
+    assert all(float(row.split("|")[-1].split()[0]) > 0 for row in rows)
