@@ -105,7 +105,8 @@ def main():
         work = flops(lhs, rhs, kind)
         reps = args.reps or max(3, int(2e10 // work))
         seconds, version = timer(lhs, rhs, kind, reps, args.rounds)
-        print(f"{version:>32} | {name:<42} | {seconds * 1e3:8.3f} ms | {work / seconds / 1e9:6.1f} GFLOP/s")
+        speed = work / seconds / 1e9
+        print(f"{version:>32} | {name:<42} | {seconds * 1e3:8.3f} ms | {speed:6.1f} GFLOP/s")
 
 
 if __name__ == "__main__":
