@@ -90,20 +90,32 @@ EIGHT_EPOCHS = {"train.num_epochs": 8, "train.patience": 3}
 # epochs it stops at the validation loss this schedule reaches by epoch 13 (mouse A, seed 0:
 # 42.5% top-1 against 68.6% at 48 epochs).
 DEMO_E48 = {**DEMO, "train.num_epochs": 48, "train.patience": 12}
+# Each addition of the demo's recipe changed on its own: suffix -> overrides.
+ADDITIONS = {
+    "skip": {"model.neural.residual": True},
+    "no_ema": {"train.ema_decay": 0.0},
+    "no_weight_decay": {"optim.neural.weight_decay": 0.0},
+    "no_halves": {"train.responses": "mean"},
+}
+ADDITION_DESCRIPTIONS = {
+    "skip": "+ skip",
+    "no_ema": "no EMA",
+    "no_weight_decay": "no neural weight decay",
+    "no_halves": "stimulus means",
+}
+
+
+def one_addition_changed(name: str, recipe: dict) -> dict:
+    """``{name}_{addition}`` variants: ``recipe`` with one of its additions changed each."""
+    return {f"{name}_{suffix}": {**recipe, **change} for suffix, change in ADDITIONS.items()}
+
+
 VARIANTS = {
     "demo": DEMO,
-    # The demo with one addition changed at a time.
-    "demo_skip": {**DEMO, "model.neural.residual": True},
-    "demo_no_ema": {**DEMO, "train.ema_decay": 0.0},
-    "demo_no_weight_decay": {**DEMO, "optim.neural.weight_decay": 0.0},
-    "demo_no_halves": {**DEMO, "train.responses": "mean"},
+    **one_addition_changed("demo", DEMO),
     # Budget: the learning curve to convergence, and shorter budgets (the schedule follows it).
     "demo_e48": DEMO_E48,
-    # The additions changed one at a time at the 48-epoch budget.
-    "demo_e48_skip": {**DEMO_E48, "model.neural.residual": True},
-    "demo_e48_no_ema": {**DEMO_E48, "train.ema_decay": 0.0},
-    "demo_e48_no_weight_decay": {**DEMO_E48, "optim.neural.weight_decay": 0.0},
-    "demo_e48_no_halves": {**DEMO_E48, "train.responses": "mean"},
+    **one_addition_changed("demo_e48", DEMO_E48),
     "demo_e16": {**DEMO, "train.num_epochs": 16, "train.patience": 4},
     # The 48-epoch curve was still falling when its cosine schedule ended (validation loss 0.38
     # at epoch 41): twice that, to see where the plateau is.
@@ -185,10 +197,10 @@ DESCRIPTIONS = {
     "demo_no_weight_decay": "demo, no neural weight decay",
     "demo_no_halves": "demo, stimulus means",
     "demo_e48": "**demo** (configs/synthetic.py): demo recipe, 48 epochs",
-    "demo_e48_skip": "demo recipe 48 ep. + skip",
-    "demo_e48_no_ema": "demo recipe 48 ep., no EMA",
-    "demo_e48_no_weight_decay": "demo recipe 48 ep., no neural weight decay",
-    "demo_e48_no_halves": "demo recipe 48 ep., stimulus means",
+    **{
+        f"demo_e48_{suffix}": f"demo recipe 48 ep.{'' if text[0] == '+' else ','} {text}"
+        for suffix, text in ADDITION_DESCRIPTIONS.items()
+    },
     "demo_e16": "demo recipe, 16 epochs",
     "demo_e96": "demo recipe, 96 epochs",
     "demo_e64": "demo recipe, 64 epochs",
