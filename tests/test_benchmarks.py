@@ -85,11 +85,10 @@ def test_matmul_peak_counts_flops_as_xla_does_and_reports_every_shape():
     import jax.numpy as jnp
     import matmul_peak
 
-    subscripts = {"nn": "mk,kn->mn", "nt": "mk,nk->mn", "tn": "km,kn->mn"}
     for _, lhs, rhs, kind in matmul_peak.SHAPES:
         if lhs[0] * lhs[1] > 1 << 20:  # the square product compiles slowly; its count is m k n too
             continue
-        lowered = jax.jit(lambda a, b, s=subscripts[kind]: jnp.einsum(s, a, b)).lower(
+        lowered = jax.jit(lambda a, b, s=matmul_peak.SUBSCRIPTS[kind]: jnp.einsum(s, a, b)).lower(
             jax.ShapeDtypeStruct(lhs, jnp.float32), jax.ShapeDtypeStruct(rhs, jnp.float32)
         )
         cost = lowered.compile().cost_analysis()
