@@ -97,11 +97,12 @@ ADDITIONS = {
     "no_weight_decay": {"optim.neural.weight_decay": 0.0},
     "no_halves": {"train.responses": "mean"},
 }
+# How a variant's description continues after its recipe's ("demo recipe 48 ep." + this).
 ADDITION_DESCRIPTIONS = {
-    "skip": "+ skip",
-    "no_ema": "no EMA",
-    "no_weight_decay": "no neural weight decay",
-    "no_halves": "stimulus means",
+    "skip": " + skip",
+    "no_ema": ", no EMA",
+    "no_weight_decay": ", no neural weight decay",
+    "no_halves": ", stimulus means",
 }
 
 
@@ -201,7 +202,7 @@ DESCRIPTIONS = {
     "demo_no_halves": "demo, stimulus means",
     "demo_e48": "**demo** (configs/synthetic.py): demo recipe, 48 epochs",
     **{
-        f"demo_e48_{suffix}": f"demo recipe 48 ep.{'' if text[0] == '+' else ','} {text}"
+        f"demo_e48_{suffix}": f"demo recipe 48 ep.{text}"
         for suffix, text in ADDITION_DESCRIPTIONS.items()
     },
     "demo_e16": "demo recipe, 16 epochs",
@@ -584,17 +585,19 @@ def mice_table(table: list[dict], variant: str = MICE_VARIANT) -> str:
     return head + "\n".join(lines) + "\n"
 
 
-# The demo's budgets, for the learning-curve figure of docs/decisions.md (mouse A).
-CURVE_VARIANTS = (
-    "demo_e8",
-    "demo_e16",
-    "demo",
-    "demo_e48",
-    "demo_e64",
-    "demo_e72",
-    "demo_e96",
-    "demo_e128",
-)
+# The demo's budgets, for the learning-curve figure of docs/decisions.md (mouse A), in order,
+# with their colours.
+CURVE_COLOURS = {
+    "demo_e8": "C0",
+    "demo_e16": "C1",
+    "demo": "C2",
+    "demo_e48": "C3",
+    "demo_e64": "C5",
+    "demo_e72": "C6",
+    "demo_e96": "C4",
+    "demo_e128": "C7",
+}
+CURVE_VARIANTS = tuple(CURVE_COLOURS)
 CURVE_FIGURE = DECISIONS.parent / "figures" / "demo_learning_curves.png"
 
 
@@ -607,14 +610,12 @@ def plot_learning_curves(runs: list[dict], path: pathlib.Path) -> list[str]:
     drawn.sort(key=lambda r: (CURVE_VARIANTS.index(r["variant"]), r["seed"]))
     fig = Figure(figsize=(10, 3.8), layout="constrained")
     loss_ax, top1_ax = fig.subplots(1, 2)
-    palette = ("C0", "C1", "C2", "C3", "C5", "C6", "C4", "C7")
-    colours = dict(zip(CURVE_VARIANTS, palette, strict=True))
     styles = ("-", "--", ":")
     for r in drawn:
         curve = r["curve"]
         epochs = np.arange(1, len(curve["val_loss"]) + 1)
         top1 = [np.nan if v is None else 100 * v for v in curve["val_retrieval_top1"]]
-        kw = {"color": colours[r["variant"]], "linestyle": styles[r["seed"] % 3], "lw": 1.2}
+        kw = {"color": CURVE_COLOURS[r["variant"]], "linestyle": styles[r["seed"] % 3], "lw": 1.2}
         label = f"{r['epochs_budget']} epochs, seed {r['seed']}"
         loss_ax.plot(epochs, curve["val_loss"], label=label, **kw)
         top1_ax.plot(epochs, top1, **kw)
