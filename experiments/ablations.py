@@ -3,9 +3,11 @@
 Runs a plan of (variant, simulated mouse, seed) trainings from ``configs/synthetic.py``, one
 workdir each, and keeps one small JSON summary per finished run in ``--results`` (committed with
 the code, so a later session resumes the sweep even on a fresh machine: a run whose summary
-exists is skipped, an interrupted one resumes from its checkpoint). ``--report`` aggregates the
-summaries (mean and sd over seeds per variant and mouse) into ``ablations.json`` beside them and
-prints the table for docs/decisions.md.
+exists is skipped). An interrupted run resumes from its checkpoint where its workdir survives;
+on a fresh machine it starts again, so a run must finish within one sitting (a 96-epoch run
+pinned to one core takes ~1 h 50 min, one of 128 epochs on both cores ~2 h). ``--report``
+aggregates the summaries (mean and sd over seeds per variant and mouse) into ``ablations.json``
+beside them and prints the table for docs/decisions.md.
 
 Variants (``VARIANTS``; each sets the recipe's toggles explicitly, so that a summary keeps its
 meaning whatever configs/synthetic.py holds):
