@@ -113,7 +113,7 @@ def test_mice_table_compares_with_ridge_per_mouse_and_per_cell_mix():
         run["mouse"] = mouse
         runs.append(run)
     runs.append(_run("literal", 0, 0.9, 0.1))  # another variant: not in the table
-    lines = ablations.mice_table(ablations.aggregate(runs)).splitlines()
+    lines = ablations.mice_table(ablations.aggregate(runs), "demo_e48").splitlines()
     # Header, A B C D, then the 50% and 80% mixes of the mice other than the demo's own A.
     assert len(lines) == 2 + 4 + 2
     a, b, c, d, half, most = lines[2:]
@@ -127,6 +127,19 @@ def test_mice_table_compares_with_ridge_per_mouse_and_per_cell_mix():
     assert most.startswith("| **80% complex, mean ± sd over 1 mouse (C)** | | | | 70.0 /")
 
 
+def test_mice_tables_show_each_measured_budget_under_its_description(monkeypatch):
+    runs = [_run("demo_e48", 0, 0.5, 0.2), _run("demo", 0, 0.4, 0.2), _run("literal", 0, 0.1, 0)]
+    table = ablations.aggregate(runs)
+    monkeypatch.setattr(ablations, "MICE_VARIANTS", ("demo_e96", "demo_e48", "demo"))
+    blocks = ablations.mice_tables(table).split("\n\n")
+    # demo_e96 has no runs: left out; the others in MICE_VARIANTS order, each under its name.
+    assert blocks[0] == f"{ablations.DESCRIPTIONS['demo_e48']} (`demo_e48`):"
+    assert blocks[1] == ablations.mice_table(table, "demo_e48").rstrip("\n")
+    assert blocks[2] == f"{ablations.DESCRIPTIONS['demo']} (`demo`):"
+    assert blocks[3] == ablations.mice_table(table, "demo")  # the block ends with its newline
+    assert len(blocks) == 4
+
+
 def test_decisions_tables_are_generated_from_the_committed_summaries():
     """docs/decisions.md shows exactly what the summaries in experiments/results hold."""
     import json
@@ -136,7 +149,7 @@ def test_decisions_tables_are_generated_from_the_committed_summaries():
     text = ablations.DECISIONS.read_text()
     regenerated = ablations.replace_generated_table(text, ablations.markdown_table(table))
     regenerated = ablations.replace_generated_table(
-        regenerated, ablations.mice_table(table), ablations.MICE_BEGIN, ablations.MICE_END
+        regenerated, ablations.mice_tables(table), ablations.MICE_BEGIN, ablations.MICE_END
     )
     assert regenerated == text, (
         "run `python experiments/ablations.py --report` after adding summaries"
