@@ -28,9 +28,13 @@ def test_every_variant_and_mouse_overrides_existing_fields(tiny_config):
 
 
 def test_demo_variant_is_the_shipped_demo():
-    """The "demo_e48" rows measure configs/synthetic.py itself, on its own simulated mouse."""
+    """The "demo_e96" rows measure configs/synthetic.py itself, on its own simulated mouse."""
     shipped = load_config("synthetic")
-    demo = ablations.run_config(shipped, "demo_e48", "A", shipped.seed, shipped.data.cache_dir)
+    demo = ablations.run_config(shipped, "demo_e96", "A", shipped.seed, shipped.data.cache_dir)
+    assert (
+        ablations.MICE_VARIANTS[0] == "demo_e96"
+        and "**demo**" in ablations.DESCRIPTIONS["demo_e96"]
+    )
     assert demo.to_dict() == shipped.to_dict()
     earlier = ablations.run_config(shipped, "demo", "A", 0, shipped.data.cache_dir)
     assert earlier.train.num_epochs == 24 and earlier.model.neural.residual is False
