@@ -38,9 +38,9 @@ def get_config():
     config.train.batch_size = 32
     # 96 epochs (~75 min on 2 cores): the smallest budget measured within a few points of the
     # recipe's plateau. On the demo's mouse, seed 0, test top-1: 13.6% at 8 epochs, 42.5% at 24,
-    # 68.6% at 48, 72.1% at 64, 73.2% at 72, 78.9% at 96, 82.5% at 128 (the same mean rank,
-    # 2.0, as at 96; whole-split validation top-1 77% against 78%); learning curves, seeds and
-    # mice in docs/decisions.md.
+    # 68.6% at 48, 72.1% at 64, 73.2% at 72, 78.9% at 96, 82.5% at 128 (with the same mean
+    # rank as 96, 2.0, and a validation top-1 under a point higher); learning curves, seeds
+    # and mice in docs/decisions.md.
     config.train.num_epochs = 96
     config.train.patience = 24
     config.optim.image.learning_rate = 2e-3
