@@ -282,13 +282,13 @@ PLAN = (
     # run takes ~1 h 50 min on one core: two per sitting, started at its beginning.
     ("demo_e96", "B", (0, 1, 2)),
     *(("demo_e96", mouse, (0,)) for mouse in "CDEFG"),
-    *((f"demo_e96_{a}", "A", (0, 1)) for a in ("skip", "no_ema", "no_weight_decay", "no_halves")),
+    *((f"demo_e96_{a}", "A", (0, 1)) for a in ADDITIONS),
     # The 48-epoch demo on mouse B (two seeds ran before the budget moved; the third completes
     # the literal model's comparison at 48 epochs).
     ("demo_e48", "B", (0, 1, 2)),
     ("demo_e16", "A", (0,)),
     # The 24-epoch demo's additions (superseded by the 96-epoch rows above) and the previous demo.
-    *((f"demo_{a}", "A", (0, 1)) for a in ("skip", "no_ema", "no_weight_decay", "no_halves")),
+    *((f"demo_{a}", "A", (0, 1)) for a in ADDITIONS),
     ("skip", "A", (0, 1, 2)),
     ("skip", "B", (0, 1, 2)),
     *((variant, "A", (0, 1)) for variant in VARIANTS if variant.startswith("skip_no")),
