@@ -319,8 +319,7 @@ EXPLORE = (
     ("literal_base_rates", "A", (0,)),
     ("literal_b128", "A", (0,)),
     ("skip_e24", "A", (0,)),
-    ("literal_paper_b128", "A", (0, 1, 2)),
-    ("literal_b128", "A", (1, 2)),
+    ("literal_paper_b128", "A", (0, 1)),  # the third seed: --plan recipe
 )
 # Recipe robustness (--plan robust): the seed on which the demo fails first.
 ROBUST = (
@@ -330,11 +329,15 @@ ROBUST = (
     ("demo_neuron_dropout", "A", (1,)),
 )
 # Before the main plan (--plan recipe): the literal model's last seeds (minutes each), an
-# 8-epoch proxy of the demo without the decay on W_Q, W_K, and the demo with centred neural maps.
+# 8-epoch proxy of the demo without the decay on W_Q, W_K, the demo with centred neural maps,
+# then the third seed of the real configs' model at their rates and a second one with DS-Net's
+# block (~20 min each, one per shard, before the main plan's long runs).
 RECIPE = (
     ("literal", "B", (1, 2)),
     ("demo_e8_readout", "A", (0,)),
     ("demo_centre", "A", (1, 0)),  # the failing seed first
+    ("literal_paper_b128", "A", (2,)),
+    ("literal_b128", "A", (1,)),
 )
 PLANS = {"main": PLAN, "explore": EXPLORE, "robust": ROBUST, "recipe": RECIPE}
 SPREAD_STIMULI = 32
