@@ -172,3 +172,30 @@ def test_learning_curve_figure_draws_the_demo_budgets_on_mouse_a(tmp_path):
     drawn = ablations.plot_learning_curves(runs, path)
     assert drawn == ["demo-A-seed0", "demo_e48-A-seed1"]  # budget order; other mice, variants out
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_real_configs_variant_is_the_real_configs_training():
+    """The "literal_paper_b128" rows measure the real configs' training at the demo's width.
+
+    It holds the rates that configs/m1.py (and every real-data config) trains with, so a change
+    of the base config's optimizers has to come with new measurements (docs/decisions.md).
+    """
+    shipped = load_config("synthetic")
+    measured = ablations.run_config(shipped, "literal_paper_b128", "A", 0, "/tmp/cache")
+    real = load_config("m1")
+    assert measured.optim.to_dict() == real.optim.to_dict()
+    for key in (
+        "model.image.block",
+        "model.neural.residual",
+        "train.neuron_dropout",
+        "train.batch_size",
+        "train.patience",
+        "train.responses",
+        "train.ema_decay",
+        "loss.temperature",
+    ):
+        section, *rest = key.split(".")
+        a, b = measured[section], real[section]
+        for part in rest:
+            a, b = a[part], b[part]
+        assert a == b, key
