@@ -286,15 +286,15 @@ PLAN = (
     # weak one at 24 and 48 epochs), before the mice and the additions move to the new budget.
     ("demo_e128", "A", (0,)),
     ("demo_e96", "A", (1, 2)),
+    # The real configs' model at their rates (literal_paper_b128, ~20 min each) on a second
+    # mouse, other simulator seed and cell mix, before the long runs: issue 13, item 1 asks for
+    # settings with which the literal model decodes on simulated mice, not on one.
+    ("literal_paper_b128", "B", (0, 1, 2)),
     # 128 epochs gained 3.6 points of test top-1 on 96 (82.5 against 78.9%; mean rank 2.0 at
     # both, validation top-1 1 point): 96 is the demo since 2026-12-07. The demo against ridge
     # on six other mice (3 simulator seeds x 50% / 80% complex cells), 3 training seeds on B
     # for the literal model's comparison, and its additions changed one at a time. A 96-epoch
     # run takes ~1 h 50 min on one core: two per sitting, started at its beginning.
-    # The real configs' model at their rates (literal_paper_b128, ~20 min each) on a second
-    # mouse, other simulator seed and cell mix, before the long runs: issue 13, item 1 asks for
-    # settings with which the literal model decodes on simulated mice, not on one.
-    ("literal_paper_b128", "B", (0, 1, 2)),
     ("demo_e96", "B", (0, 1, 2)),
     *(("demo_e96", mouse, (0,)) for mouse in "CDEFG"),
     *((f"demo_e96_{a}", "A", (0, 1)) for a in ADDITIONS),
